@@ -37,6 +37,9 @@ def _relevant_modes(model, threshold):
 def gamma_sharp(model):
     """Return the smallest gamma > 0 at which some ``sigma_k`` reaches 0.
 
+    It depends on the shape of the potential, on L and on beta; the strength
+    ``model.gamma`` is ignored.
+
     Raises
     ------
     ValueError
