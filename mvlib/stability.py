@@ -15,6 +15,8 @@ import math
 
 import numpy as np
 
+from . import validation
+
 
 def wavenumbers(model, k):
     """Return ``q_k = 2*pi*k/L``."""
@@ -22,7 +24,8 @@ def wavenumbers(model, k):
 
 
 def growth_rates(model, k):
-    """Return ``sigma_k`` for the modes ``k`` (array or scalar)."""
+    """Return ``sigma_k`` for the modes ``k`` (integers >= 1, array or scalar)."""
+    k = validation.integers_at_least("k", k, 1)
     q = wavenumbers(model, k)
     return -q * q * (1.0 / model.beta + model.potential.fourier(q) / model.L)
 

@@ -70,3 +70,10 @@ def test_predicted_cluster_count_below_and_above_threshold():
     assert mvlib.predicted_cluster_count(model.with_gamma(0.9 * gamma)) == 0
     assert mvlib.predicted_cluster_count(model.with_gamma(1.01 * gamma)) == 1
     assert mvlib.predicted_cluster_count(model.with_gamma(3 * gamma)) >= 2
+
+
+@pytest.mark.parametrize("k", [0, -1, 1.5, [1, 2.5]])
+def test_growth_rates_reject_invalid_modes(k):
+    model = mvlib.Model(mvlib.HegselmannKrause(1.0, 0.1))
+    with pytest.raises(ValueError, match="k = .* is invalid"):
+        mvlib.growth_rates(model, k)
