@@ -500,8 +500,8 @@ def continuation(
     gamma_start,
     gamma_stop,
     *,
-    step=0.02,
-    max_step=0.1,
+    step=None,
+    max_step=0.05,
     min_step=1e-7,
     max_points=2000,
     min_order=1e-3,
@@ -538,7 +538,8 @@ def continuation(
         Positive and distinct; the branch starts moving towards ``gamma_stop``.
     step, max_step, min_step : float
         Initial, maximum and minimum arclength steps, with
-        ``0 < min_step <= step <= max_step``.
+        ``0 < min_step <= step <= max_step``; ``step`` defaults to
+        ``max_step / 4``.
     max_points : int
         Maximum number of points kept, >= 2.
     min_order : float
@@ -569,6 +570,8 @@ def continuation(
         raise ValueError(f"gamma_stop = {gamma_stop!r} is invalid: it must differ from gamma_start")
     min_step = validation.positive("min_step", min_step)
     max_step = validation.positive("max_step", max_step)
+    if step is None:
+        step = 0.25 * max_step
     step = validation.in_interval("step", step, min_step, max_step, closed_low=True, closed_high=True)
     max_points = validation.integer_at_least("max_points", max_points, 2)
     min_order = validation.in_interval("min_order", min_order, 0.0, 1.0)
@@ -716,8 +719,10 @@ def transition(model, grid, *, start_factor=1.5, stop_factor=0.05, rho_start=Non
     - if it never changes sign and the branch ends on the uniform state,
       ``gamma_c`` is that branch point (a continuous transition).
 
-    ``gamma_fold`` is the minimum of a parabola through the three points
-    around the smallest gamma on the branch, in arclength order. The branch
+    ``gamma_fold`` is the minimum of gamma as a function of the signed order
+    parameter, between the neighbours of the branch point with the smallest
+    gamma, found by Brent's minimisation with the fixed-point equation solved
+    at fixed order parameter (gamma an unknown) at each trial. The branch
     point is extrapolated linearly in ``order**2`` from the last two points.
 
     Parameters
@@ -755,16 +760,11 @@ def transition(model, grid, *, start_factor=1.5, stop_factor=0.05, rho_start=Non
         rho_start = _default_start(model, grid, gamma_start)
     branch = continuation(model, grid, rho_start, gamma_start, stop_factor * sharp, tol=tol, **options)
 
-    # the fold: a parabola through the three points around the minimum of gamma
+    # the fold: the minimum of gamma over the signed order parameter, which
+    # parametrises the branch smoothly through the fold
     index = int(np.argmin(branch.gamma))
     if 0 < index < branch.gamma.size - 1:
-        left, centre, right = branch.gamma[index - 1 : index + 2]
-        # arclength between points varies, so the parabola is fitted in
-        # accumulated distance in (order, gamma/gamma_start) space
-        distances = np.hypot(np.diff(branch.order[index - 1 : index + 2]), np.diff(branch.gamma[index - 1 : index + 2]) / gamma_start)
-        s = np.array([0.0, distances[0], distances[0] + distances[1]])
-        a, b, c = np.polyfit(s, [left, centre, right], 2)
-        gamma_fold = float(c - b * b / (4.0 * a)) if a > 0 else float(centre)
+        gamma_fold = _refine_fold(model, grid, branch, index, tol)
     else:
         gamma_fold = math.nan
 
@@ -794,6 +794,48 @@ def transition(model, grid, *, start_factor=1.5, stop_factor=0.05, rho_start=Non
             f"uniform state ({branch.message}); widen stop_factor or raise max_points"
         )
     return Transition(gamma_fold, gamma_c, sharp, gamma_branch, n_crossings, continuous, branch)
+
+
+def _solve_at_order(system, grid, psi_half, p, target, tol, max_iter=50):
+    """Newton on [G = 0, signed order = target] for ``(psi_half, p)``; return them and whether it converged."""
+    n, dx = system.half, grid.dx
+    cosine = -np.cos(2.0 * np.pi * grid.x[:n] / grid.L)
+    for _ in range(max_iter):
+        residual_vector, rho, d_p = system.evaluate(psi_half, p)
+        order_error = float(2.0 * dx * np.sum(rho[:n] * cosine)) - target
+        if relative_residual(psi_half, residual_vector) <= tol and abs(order_error) <= tol:
+            return psi_half, p, True
+        # d(order)/d(psi_half): rho depends on psi through exp(-psi)/Z, and each half entry appears twice
+        weighted = rho[:n] * cosine
+        d_order = -2.0 * dx * (weighted - rho[:n] * 2.0 * dx * np.sum(weighted))
+        jacobian = np.zeros((n + 1, n + 1))
+        jacobian[:n, :n] = system.jacobian(rho, p)
+        jacobian[:n, n] = d_p
+        jacobian[n, :n] = d_order
+        update = np.linalg.solve(jacobian, -np.concatenate([residual_vector, [order_error]]))
+        psi_half, p = psi_half + update[:n], p + update[n]
+    return psi_half, p, False
+
+
+def _refine_fold(model, grid, branch, index, tol):
+    """Return the minimum of gamma along the branch near its point ``index`` (which has the smallest gamma)."""
+    system = _SymmetricSystem(model, grid, float(branch.gamma[index]))
+    n = system.half
+    signed = np.array([_signed_order(grid, rho) for rho in branch.rho[index - 1 : index + 2]])
+    psis = [(model.beta * g * system.unit_convolution(rho))[:n] for g, rho in zip(branch.gamma[index - 1 : index + 2], branch.rho[index - 1 : index + 2])]
+    ps = branch.gamma[index - 1 : index + 2] / branch.gamma[index]
+
+    def gamma_at(order):
+        # start from the stored point nearest in order parameter
+        nearest = int(np.argmin(np.abs(signed - order)))
+        psi_half, p, converged = _solve_at_order(system, grid, psis[nearest], ps[nearest], order, tol)
+        if not converged:
+            raise RuntimeError(f"Newton's method failed at order parameter {order:.6g} while refining gamma_fold")
+        return p * branch.gamma[index]
+
+    low, high = sorted((signed[0], signed[2]))
+    found = scipy.optimize.minimize_scalar(gamma_at, bounds=(low, high), method="bounded", options={"xatol": 1e-10})
+    return float(min(found.fun, branch.gamma[index]))
 
 
 def _refine_crossing(model, grid, branch, first, tol):
