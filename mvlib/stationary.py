@@ -11,8 +11,8 @@ with Newton's method in the dimensionless potential :math:`\psi = \beta\, W * \r
 
 This form stays well conditioned for concentrated clusters. The density in the
 gap between clusters is exponentially small, but ``psi`` is bounded by
-``beta * max|W|`` and the Jacobian ``I + beta * C (diag(rho) - rho rho^T dx)``
-(``C`` the convolution matrix) has entries of order ``beta * gamma * ell``, so
+``beta * max|W|``. The Jacobian ``I + beta * C (diag(rho) - rho rho^T dx)``
+(``C`` the convolution matrix) has entries of order ``beta * gamma * ell``. So
 neither the unknowns nor the equations span many orders of magnitude. Every
 state is checked by its residual :func:`relative_residual`, the maximum error
 in ``log rho`` relative to the size of ``psi``.
@@ -46,9 +46,9 @@ from .stability import gamma_sharp as _gamma_sharp
 _logger = logging.getLogger(__name__)
 
 # Singular values of the Newton Jacobian below this fraction of the largest are
-# treated as zero in solve(): it removes the translation direction of a
-# cluster (whose singular value is round-off) and keeps genuine small ones,
-# such as those near a fold, which stay above 1e-8 except within 1e-16 of it.
+# treated as zero in solve(). This removes the translation direction of a
+# cluster, whose singular value is at round-off level. A genuinely small one,
+# as near a fold, is dropped too once it is this close to zero.
 SINGULAR_RTOL = 1e-10
 
 # Backtracking halves a Newton step at most this many times before solve()
@@ -93,7 +93,7 @@ class StationaryState:
     gamma: float
     """Interaction strength of the model the state solves."""
     message: str
-    """Why the iteration ended."""
+    """The reason the iteration ended."""
 
 
 @dataclasses.dataclass
@@ -115,7 +115,7 @@ class Branch:
     residual: np.ndarray
     """ndarray, shape (n,): :func:`relative_residual` of each point."""
     status: str
-    """Why the continuation ended: "interval" (gamma left the interval), "uniform" (the branch
+    """The reason the continuation ended: "interval" (gamma left the interval), "uniform" (the branch
     reached the uniform state), "max_points", or "failed" (the step fell below ``min_step``)."""
     message: str
     n_newton: int
@@ -136,7 +136,7 @@ class Transition:
     gamma_sharp: float
     """Linear instability threshold of the uniform state (continuum formula)."""
     gamma_branch: float
-    """Where the branch meets the uniform state, extrapolated (nan if it does not reach it)."""
+    """The gamma at which the branch meets the uniform state, extrapolated (nan if it does not reach it)."""
     n_crossings: int
     """Sign changes of F - F(rho_inf) along the branch."""
     continuous: bool
@@ -223,9 +223,9 @@ def solve(model, grid, rho_guess, *, tol=1e-11, max_iter=100):
 
     The unknown is ``psi = beta W*rho`` (module docstring); the start is
     ``psi = beta W*rho_guess``. Each step solves the dense ``M x M`` Newton
-    system in the least-squares sense with singular values below
+    system in the least-squares sense, with singular values below
     ``SINGULAR_RTOL`` of the largest discarded, so a cluster does not drift
-    along its translation direction; the step is halved until the residual
+    along its translation direction. The step is halved until the residual
     decreases. Cost: one SVD, ``O(M**3)``, per iteration.
 
     Parameters
@@ -336,9 +336,9 @@ def _rates_from_log(model, grid, log_rho, kernel):
     # S^T y = 0 exactly for y proportional to 1/sqrt(edge density): that vector
     # carries no perturbation, so a Householder reflection maps it to the first
     # axis and the first row and column are dropped
-    log_null = -np.log(sqrt_edge) if np.all(sqrt_edge > 0) else None
-    if log_null is None:
+    if not np.all(sqrt_edge > 0):
         raise ValueError("rho underflows between cells: the linearised operator cannot be formed on this grid")
+    log_null = -np.log(sqrt_edge)
     null = np.exp(log_null - log_null.max())
     null /= np.linalg.norm(null)
     axis = np.zeros_like(null)
@@ -371,9 +371,9 @@ def stability(model, grid, rho):
     ``K`` is symmetric positive semi-definite with kernel the constants, so its
     range is the mass-preserving perturbations ``sum(h) = 0``, and ``-K H`` is
     self-adjoint in the inner product ``<f, K^+ g>`` there. Its eigenvalues are
-    real, and they are the nonzero eigenvalues of the symmetric ``-S H S^T``
-    with ``K = S^T S``; this matrix is diagonalised, with the one direction
-    that carries no perturbation removed. By Sylvester's law of inertia the
+    real. They are the nonzero eigenvalues of the symmetric ``-S H S^T`` with
+    ``K = S^T S``, which is the matrix diagonalised here, after removing the
+    one direction that carries no perturbation. By Sylvester's law of inertia the
     number of positive rates equals the number of negative directions of the
     free energy's Hessian among mass-preserving perturbations, which is why
     their sign decides stability. The edge density (the geometric mean here)
@@ -419,8 +419,8 @@ def is_stable(model, grid, rho):
 
     Rates within that band count as neutral, which covers a cluster's
     translation. NOTE: a multi-cluster state loses mass between its clusters at
-    rates exponentially small in the well depth; such a slow instability
-    falls inside the neutral band and the state is reported as stable.
+    rates exponentially small in the well depth. Such a slow instability
+    falls inside the neutral band, so the state is reported as stable.
     """
     rates = stability(model, grid, rho)
     return bool(rates[0] <= NEUTRAL_RTOL * np.max(np.abs(rates)))
@@ -520,11 +520,12 @@ def continuation(
     maximum at the start and ``gamma`` by ``gamma_start``. The step is halved
     when a correction fails and grown by ``STEP_GROWTH`` when it is fast.
 
-    The continuation ends when gamma leaves the closed interval between
-    ``gamma_start`` and ``gamma_stop`` (that point is not kept), when the
-    order parameter falls below ``min_order`` or its signed version changes
-    sign (the branch has reached the uniform state, at a branch point), after
-    ``max_points`` points, or when the step falls below ``min_step``.
+    The continuation ends in one of four ways. Gamma leaves the closed
+    interval between ``gamma_start`` and ``gamma_stop`` (that point is not
+    kept). The order parameter falls below ``min_order`` or its signed
+    version changes sign, which means the branch has reached the uniform
+    state at a branch point. ``max_points`` points are stored. Or the step
+    falls below ``min_step``.
 
     Parameters
     ----------
@@ -697,7 +698,7 @@ def continuation(
 
 
 def _default_start(model, grid, gamma_start):
-    """A single cluster at ``L/2`` whose width matches the curvature of W at 0."""
+    """Return a single cluster at ``L/2`` whose width matches the curvature of W at 0."""
     h = 1e-6 * model.potential.range
     curvature = float(model.potential.with_gamma(gamma_start).derivative(h)) / h
     width = min(grid.L / 8.0, 1.0 / math.sqrt(model.beta * curvature))

@@ -311,3 +311,10 @@ def test_cluster_guess_bad_input(centres, masses, width, pattern):
 def test_transition_bad_factors():
     with pytest.raises(ValueError, match="start_factor"):
         stationary.transition(hk_model(), mvlib.Grid(1.0, 128), start_factor=0.1, stop_factor=0.5)
+
+
+def test_gamma_fold_independent_of_step(hk_transition):
+    # the fold is refined between branch points, so a coarser branch finds the same value
+    coarse = stationary.transition(hk_model(), mvlib.Grid(1.0, 256), max_step=0.2, compute_stability=False)
+    assert coarse.gamma_fold == pytest.approx(hk_transition.gamma_fold, rel=1e-7)
+    assert hk_transition.gamma_fold <= np.min(hk_transition.branch.gamma)
