@@ -31,6 +31,7 @@ modulus of the first Fourier coefficient (:func:`order_parameter`).
 """
 
 import dataclasses
+import functools
 import logging
 import math
 import time
@@ -38,12 +39,18 @@ import time
 import numpy as np
 import scipy.linalg
 import scipy.optimize
+from threadpoolctl import threadpool_limits
 
 from . import validation
 from .energy import check_grid, free_energy, uniform_free_energy
 from .stability import gamma_sharp as _gamma_sharp
 
 _logger = logging.getLogger(__name__)
+
+# BLAS threads used by the dense linear algebra here. The matrices have at most a
+# few thousand rows, where threads gain little; on 2 cores shared with other
+# jobs, two BLAS threads made transition() about five times slower than one.
+BLAS_THREADS = 1
 
 # Singular values of the Newton Jacobian below this fraction of the largest are
 # treated as zero in solve(). This removes the translation direction of a
@@ -145,6 +152,17 @@ class Transition:
     branch: Branch
 
 
+def _limit_blas_threads(function):
+    """Run ``function`` with at most BLAS_THREADS BLAS threads."""
+
+    @functools.wraps(function)
+    def limited(*args, **kwargs):
+        with threadpool_limits(limits=BLAS_THREADS, user_api="blas"):
+            return function(*args, **kwargs)
+
+    return limited
+
+
 def order_parameter(grid, rho):
     r"""Return the modulus of the first Fourier coefficient, ``|integral rho exp(2 pi i x/L)| / integral rho``.
 
@@ -218,6 +236,7 @@ def _check_tol(tol, max_iter):
     return tol, max_iter
 
 
+@_limit_blas_threads
 def solve(model, grid, rho_guess, *, tol=1e-11, max_iter=100):
     """Solve ``rho = exp(-beta W*rho)/Z`` by damped Newton iteration from ``rho_guess``.
 
@@ -357,6 +376,7 @@ def _rates_from_log(model, grid, log_rho, kernel):
     return eigenvalues[::-1]
 
 
+@_limit_blas_threads
 def stability(model, grid, rho):
     r"""Return the growth rates of the PDE linearised about the stationary state ``rho``.
 
@@ -493,6 +513,7 @@ def _signed_order(grid, rho):
     return float(-np.sum(rho * np.cos(2.0 * np.pi * grid.x / grid.L)) / np.sum(rho))
 
 
+@_limit_blas_threads
 def continuation(
     model,
     grid,
@@ -705,6 +726,7 @@ def _default_start(model, grid, gamma_start):
     return cluster_guess(grid, [0.5 * grid.L], [1.0], width)
 
 
+@_limit_blas_threads
 def transition(model, grid, *, start_factor=1.5, stop_factor=0.05, rho_start=None, tol=1e-10, **options):
     """Trace the single-cluster branch and return its fold, gamma_c and branch point.
 
