@@ -272,7 +272,7 @@ def solve(model, grid, rho_guess, *, tol=1e-11, max_iter=100):
         of shape (M,), or ``tol``/``max_iter`` are out of range.
     """
     check_grid(model, grid)
-    rho_guess = grid.normalize(rho_guess)
+    rho_guess = grid.normalize(validation.density("rho_guess", rho_guess, grid.M))
     tol, max_iter = _check_tol(tol, max_iter)
 
     # the convolution as an explicit matrix: (W*rho)_i = sum_j C[i, j] rho_j
@@ -585,7 +585,7 @@ def continuation(
     check_grid(model, grid)
     if grid.M % 2:
         raise ValueError(f"grid.M = {grid.M} is invalid: continuation needs an even number of cells")
-    rho_start = grid.normalize(rho_start)
+    rho_start = grid.normalize(validation.density("rho_start", rho_start, grid.M))
     gamma_start = validation.positive("gamma_start", gamma_start)
     gamma_stop = validation.positive("gamma_stop", gamma_stop)
     if gamma_stop == gamma_start:

@@ -243,6 +243,8 @@ def test_invalid_density_rejected(rho, pattern):
     grid = mvlib.Grid(1.0, 128)
     with pytest.raises(ValueError, match=pattern):
         stationary.solve(model, grid, rho)
+    with pytest.raises(ValueError, match="rho_guess"):
+        stationary.solve(model, grid, rho)
 
 
 def test_stability_rejects_zero_cells():
