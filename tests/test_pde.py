@@ -152,9 +152,9 @@ def clustering_run():
     """Clusters forming from a perturbed uniform state (gamma = 2 gamma_sharp)."""
     model = hk_model(1.0)
     model = model.with_gamma(2 * mvlib.gamma_sharp(model))
-    grid = mvlib.Grid(1.0, 128)
+    grid = mvlib.Grid(1.0, 96)
     with np.errstate(all="raise", under="ignore"):
-        result = pde.solve(model, grid, perturbed_uniform(grid), 0.5, t_eval=np.linspace(0.05, 0.5, 10))
+        result = pde.solve(model, grid, perturbed_uniform(grid), 0.5, t_eval=np.linspace(0.05, 0.5, 10), rtol=1e-4)
     return model, grid, result
 
 
