@@ -25,14 +25,20 @@ and on its load. The last line is the machine-readable summary.
 """
 
 import math
+import os
 import sys
 import time
 
-import numpy as np
-from scipy.integrate import BDF
+# one core for both solvers: the baseline's dense LU would otherwise use
+# several BLAS threads, which on a shared machine mostly adds contention
+for _variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_variable, "1")
 
-import mvlib
-from mvlib import pde
+import numpy as np  # noqa: E402
+from scipy.integrate import BDF  # noqa: E402
+
+import mvlib  # noqa: E402
+from mvlib import pde  # noqa: E402
 
 L = 1.0
 BETA = 1.0
@@ -75,12 +81,12 @@ PROBLEMS = {
 }
 
 
-def run_mvlib(gamma, initial, cells, rtol):
-    """Return (emptying time, wall seconds, result) of an mvlib run."""
+def run_mvlib(gamma, initial, cells, rtol, t_final=T_MAX, t_eval=None):
+    """Return (emptying time or nan, wall seconds, result) of an mvlib run."""
     model = mvlib.Model(mvlib.HegselmannKrause(gamma, ELL), L=L, beta=BETA)
     grid = mvlib.Grid(L, cells)
     stop = pde.mass_below(grid, STOP_MASS)
-    result = pde.solve(model, grid, initial(grid, gamma), T_MAX, rtol=rtol, stop=stop, progress=False)
+    result = pde.solve(model, grid, initial(grid, gamma), t_final, t_eval=t_eval, rtol=rtol, stop=stop, progress=False)
     emptied = result.t_stop if result.status == "stopped" else math.nan
     return emptied, result.wall_time, result
 
@@ -100,21 +106,27 @@ def upwind_right_hand_side(model, grid):
     return rhs
 
 
-def run_baseline(gamma, initial):
-    """Return (emptying time or nan, wall seconds, capped, t reached, steps)."""
+def run_baseline(gamma, initial, cells=M, cap=BASELINE_CAP_S, t_final=T_MAX, record=None):
+    """Return (emptying time or nan, wall seconds, capped, t reached, steps).
+
+    ``record(t, rho)``, if given, is called after every step (outside the timing
+    only in the sense that it is cheap; keep it so).
+    """
     model = mvlib.Model(mvlib.HegselmannKrause(gamma, ELL), L=L, beta=BETA)
-    grid = mvlib.Grid(L, M)
+    grid = mvlib.Grid(L, cells)
     stop = pde.mass_below(grid, STOP_MASS)
-    solver = BDF(upwind_right_hand_side(model, grid), 0.0, initial(grid, gamma), T_MAX, rtol=BASELINE_RTOL)
+    solver = BDF(upwind_right_hand_side(model, grid), 0.0, initial(grid, gamma), t_final, rtol=BASELINE_RTOL)
     started = time.perf_counter()
     steps, capped, emptied = 0, False, math.nan
     while solver.status == "running":
         solver.step()
         steps += 1
+        if record is not None:
+            record(solver.t, solver.y)
         if stop(solver.t, solver.y):
             emptied = solver.t
             break
-        if time.perf_counter() - started > BASELINE_CAP_S:
+        if time.perf_counter() - started > cap:
             capped = True
             break
     return emptied, time.perf_counter() - started, capped, solver.t, steps

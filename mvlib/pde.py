@@ -451,6 +451,38 @@ class _Stepper:
 # ------------------------------------------------------------ the driver ----
 
 
+def time_derivative(model, grid, rho, phi=None):
+    """Return the semi-discrete time derivative ``d rho/dt`` of the scheme.
+
+    Parameters
+    ----------
+    model : Model
+    grid : Grid
+    rho : array_like, shape (M,)
+        Cell averages, finite and >= 0 (not renormalised).
+    phi : array_like, shape (M,), optional
+        A frozen potential at the cell centres. Default: ``W * rho``, which
+        gives the right-hand side of the PDE.
+
+    Returns
+    -------
+    ndarray, shape (M,)
+        ``-(J_{i+1/2} - J_{i-1/2})/dx`` with the Scharfetter-Gummel fluxes.
+    """
+    check_grid(model, grid)
+    rho = validation.density("rho", rho, grid.M)
+    if phi is None:
+        phi = grid.convolution(model.potential)(rho)
+    phi = np.asarray(phi, dtype=float)
+    if phi.shape != (grid.M,) or not np.all(np.isfinite(phi)):
+        raise ValueError(f"phi has shape {phi.shape} or non-finite values: expected {grid.M} finite potential values")
+    forward, backward, divergence = np.empty(grid.M), np.empty(grid.M), np.empty(grid.M)
+    _face_coefficients(phi, model.beta, 1.0 / (model.beta * grid.dx**2), forward, backward)
+    _flux_divergence(forward, backward, rho, divergence)
+    return -divergence
+
+
+
 def _validate_times(t_final, t_eval):
     t_final = validation.positive("t_final", t_final)
     if t_eval is None:

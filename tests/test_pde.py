@@ -372,3 +372,30 @@ def test_bad_stop_threshold_rejected():
         pde.mass_below(grid, 1.5)
     with pytest.raises(ValueError, match="cluster_threshold"):
         pde.mass_below(grid, 1e-3, cluster_threshold=0.0)
+
+
+# ----------------------------------------------- stationary states ----
+
+
+def test_time_derivative_vanishes_on_gibbs_state():
+    model = hk_model(300.0)
+    grid = mvlib.Grid(1.0, 200)
+    phi = 20.0 * np.cos(2 * np.pi * grid.x)
+    gibbs = np.exp(-phi)
+    derivative = pde.time_derivative(model, grid, gibbs, phi=phi)
+    assert np.max(np.abs(derivative)) < 1e-12 * np.max(gibbs) / grid.dx**2
+
+
+def test_stationary_state_unchanged_by_solver():
+    # a single cluster above gamma_sharp, solved directly by mvlib.stationary
+    model = hk_model(1.0)
+    model = model.with_gamma(1.5 * mvlib.gamma_sharp(model))
+    grid = mvlib.Grid(1.0, 128)
+    guess = mvlib.stationary.cluster_guess(grid, [0.5], [1.0], 0.05)
+    state = mvlib.stationary.solve(model, grid, guess)
+    assert state.converged
+    result = pde.solve(model, grid, state.rho, 1e3, rtol=1e-6)
+    assert result.status == "finished"
+    # the state solves the fixed-point equation to ~1e-11; the solver must not move it further
+    change = np.max(np.abs(result.rho[-1] - state.rho)) / np.max(state.rho)
+    assert change < 1e-8
