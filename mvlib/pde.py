@@ -81,7 +81,6 @@ import sys
 import time
 
 import numpy as np
-from scipy.sparse.linalg import LinearOperator, gmres
 from scipy.special import xlogy
 
 from . import validation
@@ -273,6 +272,78 @@ def _solve_step_matrix(forward, backward, rhs, out, pivot, border_column, border
         out[k] = (out[k] + backward[k] * out[k + 1] + border_column[k] * out[last]) / pivot[k]
 
 
+def _gmres(matvec, rhs, rtol, atol, restart, max_restarts):
+    """Solve ``matvec(x) = rhs`` by restarted GMRES from x = 0.
+
+    Arnoldi with modified Gram-Schmidt and Givens rotations; the basis holds at
+    most ``restart + 1`` vectors of length M. This lean version replaces
+    scipy's gmres because each Newton correction here needs only a few
+    iterations, and the fixed cost of scipy's call dominated the step.
+
+    Returns
+    -------
+    x : ndarray, shape (M,)
+    iterations : int
+        Matrix-vector products in the Arnoldi loops.
+    converged : bool
+        Whether ``|rhs - matvec(x)| <= max(rtol*|rhs|, atol)`` by the
+        recurrence's residual estimate.
+    """
+    size = rhs.size
+    x = np.zeros(size)
+    target = max(rtol * float(np.linalg.norm(rhs)), atol)
+    residual = rhs.copy()
+    iterations = 0
+    basis = np.empty((restart + 1, size))
+    hessenberg = np.zeros((restart + 1, restart))
+    for _ in range(max_restarts):
+        residual_norm = float(np.linalg.norm(residual))
+        if residual_norm <= target:
+            return x, iterations, True
+        basis[0] = residual / residual_norm
+        hessenberg[:] = 0.0
+        cosines, sines = np.zeros(restart), np.zeros(restart)
+        projected = np.zeros(restart + 1)
+        projected[0] = residual_norm
+        size_used = restart
+        for j in range(restart):
+            vector = matvec(basis[j])
+            iterations += 1
+            for i in range(j + 1):
+                hessenberg[i, j] = basis[i] @ vector
+                vector -= hessenberg[i, j] * basis[i]
+            hessenberg[j + 1, j] = float(np.linalg.norm(vector))
+            if hessenberg[j + 1, j] > 0.0:
+                basis[j + 1] = vector / hessenberg[j + 1, j]
+
+            # rotate the new column into upper-triangular form
+            for i in range(j):
+                upper = cosines[i] * hessenberg[i, j] + sines[i] * hessenberg[i + 1, j]
+                hessenberg[i + 1, j] = -sines[i] * hessenberg[i, j] + cosines[i] * hessenberg[i + 1, j]
+                hessenberg[i, j] = upper
+            length = math.hypot(hessenberg[j, j], hessenberg[j + 1, j])
+            if length == 0.0:
+                size_used = j
+                break
+            cosines[j], sines[j] = hessenberg[j, j] / length, hessenberg[j + 1, j] / length
+            hessenberg[j, j], hessenberg[j + 1, j] = length, 0.0
+            projected[j + 1] = -sines[j] * projected[j]
+            projected[j] = cosines[j] * projected[j]
+            if abs(projected[j + 1]) <= target:
+                size_used = j + 1
+                break
+
+        # back substitution in the triangular system, then the update
+        coefficients = np.zeros(size_used)
+        for i in range(size_used - 1, -1, -1):
+            coefficients[i] = (projected[i] - hessenberg[i, i + 1 : size_used] @ coefficients[i + 1 :]) / hessenberg[i, i]
+        x += coefficients @ basis[:size_used]
+        if abs(projected[size_used]) <= target:
+            return x, iterations, True
+        residual = rhs - matvec(x)
+    return x, iterations, float(np.linalg.norm(residual)) <= target
+
+
 # ------------------------------------------------------------ the result ----
 
 
@@ -405,25 +476,17 @@ class _Stepper:
             # Newton correction (I + A^{-1} N) delta = rho - P(rho), in the
             # variables delta / weights so that GMRES measures the scaled error
             _flux_sensitivity(phi, self.beta, scale, rho, self.sensitivity)
-            operator = LinearOperator((self.M, self.M), matvec=self._make_matvec(weights), dtype=float)
-            iterations = [0]
-
-            def count(_residual_norm):
-                iterations[0] += 1
-
-            scaled, info = gmres(
-                operator,
+            scaled, iterations, _ = _gmres(
+                self._make_matvec(weights),
                 residual / weights,
-                rtol=GMRES_RTOL,
-                atol=0.1 * NEWTON_TOL * math.sqrt(self.M),
-                restart=GMRES_RESTART,
-                maxiter=GMRES_MAX_RESTARTS,
-                callback=count,
-                callback_type="pr_norm",
+                GMRES_RTOL,
+                0.1 * NEWTON_TOL * math.sqrt(self.M),
+                GMRES_RESTART,
+                GMRES_MAX_RESTARTS,
             )
-            self.n_krylov += iterations[0]
-            if info < 0:
-                return None, f"GMRES reported a breakdown (info = {info})"
+            self.n_krylov += iterations
+            if not np.all(np.isfinite(scaled)):
+                return None, "GMRES returned a non-finite Newton correction"
             rho = rho - scaled * weights
         return None, f"Newton did not converge in {NEWTON_MAX_ITER} iterations (scaled residual {previous_norm:.3g})"
 
@@ -713,8 +776,6 @@ def grid_cluster_masses(grid, rho, threshold, peak=0.0):
     """
     rho = np.asarray(rho, dtype=float)
     above = rho > threshold
-    if peak > threshold and above.any() and not above.all():
-        above = _drop_low_arcs(rho, above, peak)
     if not above.any():
         return np.empty(0)
     if above.all():
@@ -722,22 +783,25 @@ def grid_cluster_masses(grid, rho, threshold, peak=0.0):
 
     # rotate so that cell 0 lies in a gap; then no arc wraps around
     shift = int(np.argmin(above))
-    values = np.roll(rho, -shift)
-    inside = np.roll(above, -shift).astype(np.int8)
-    steps = np.diff(inside)
-    starts = np.flatnonzero(steps == 1) + 1
-    ends = np.flatnonzero(steps == -1) + 1
-    if inside[-1]:
-        ends = np.append(ends, grid.M)
+    values = np.concatenate((rho[shift:], rho[:shift]))
+    starts, ends = _runs(np.concatenate((above[shift:], above[:shift])))
+    if peak > threshold:
+        keep = np.array([values[start:end].max() > peak for start, end in zip(starts, ends)])
+        starts, ends = starts[keep], ends[keep]
+        if starts.size == 0:
+            return np.empty(0)
 
     # split each gap at its minimum; the gap after the last arc wraps to cell 0
     splits = []
     for index, end in enumerate(ends):
         if index + 1 < starts.size:
-            gap = np.arange(end, starts[index + 1])
+            splits.append(end + int(np.argmin(values[end : starts[index + 1]])))
+            continue
+        tail, head = values[end:], values[: starts[0]]
+        if head.size and (tail.size == 0 or head.min() < tail.min()):
+            splits.append(int(np.argmin(head)))
         else:
-            gap = np.concatenate([np.arange(end, grid.M), np.arange(0, starts[0])])
-        splits.append(int(gap[np.argmin(values[gap])]))
+            splits.append(end + int(np.argmin(tail)))
 
     # cluster k owns the cells from split k-1 (inclusive) to split k (exclusive)
     cumulative = np.concatenate([[0.0], np.cumsum(values)]) * grid.dx
@@ -752,20 +816,17 @@ def grid_cluster_masses(grid, rho, threshold, peak=0.0):
     return masses
 
 
-def _drop_low_arcs(rho, above, peak):
-    """Return ``above`` with the arcs whose maximum is at most ``peak`` cleared."""
-    shift = int(np.argmin(above))
-    inside = np.roll(above, -shift)
-    values = np.roll(rho, -shift)
+def _runs(inside):
+    """Return the start and end (exclusive) indices of the runs of True in ``inside``.
+
+    ``inside[0]`` must be False, so that no run wraps around.
+    """
     steps = np.diff(inside.astype(np.int8))
     starts = np.flatnonzero(steps == 1) + 1
     ends = np.flatnonzero(steps == -1) + 1
     if inside[-1]:
         ends = np.append(ends, inside.size)
-    for start, end in zip(starts, ends):
-        if values[start:end].max() <= peak:
-            inside[start:end] = False
-    return np.roll(inside, shift)
+    return starts, ends
 
 
 def mass_below(grid, threshold, cluster_threshold=DEFAULT_CLUSTER_THRESHOLD):
