@@ -58,7 +58,7 @@ BASELINE_CAP_S = 600.0
 
 
 def two_clusters(grid, gamma, lighter=0.45):
-    """Gaussian clusters at 0.25 and 0.75 with the variances ell/(beta gamma m)."""
+    """Return Gaussian clusters at 0.25 and 0.75 with the variances ell/(beta gamma m)."""
     rho = np.zeros(grid.M)
     for centre, mass in ((0.25, lighter), (0.75, 1.0 - lighter)):
         sigma = math.sqrt(ELL / (BETA * gamma * mass))
@@ -68,7 +68,7 @@ def two_clusters(grid, gamma, lighter=0.45):
 
 
 def perturbed_uniform(grid):
-    """The uniform state plus a fixed sum of eight cosines of amplitude 1%."""
+    """Return the uniform state plus a fixed sum of eight cosines of amplitude 1%."""
     rho = np.ones(grid.M)
     for k in range(1, 9):
         rho += 0.01 * np.cos(2 * np.pi * k * grid.x / grid.L + 0.7 * k * k)
@@ -109,8 +109,8 @@ def upwind_right_hand_side(model, grid):
 def run_baseline(gamma, initial, cells=M, cap=BASELINE_CAP_S, t_final=T_MAX, record=None):
     """Return (emptying time or nan, wall seconds, capped, t reached, steps).
 
-    ``record(t, rho)``, if given, is called after every step (outside the timing
-    only in the sense that it is cheap; keep it so).
+    ``record(t, rho)``, if given, is called after every step inside the timed
+    loop, so it must be cheap.
     """
     model = mvlib.Model(mvlib.HegselmannKrause(gamma, ELL), L=L, beta=BETA)
     grid = mvlib.Grid(L, cells)

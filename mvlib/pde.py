@@ -29,9 +29,9 @@ Time
 Each step is backward Euler, ``rho^{n+1} = rho^n + h f(rho^{n+1})``, with the
 potential ``Phi = W * rho^{n+1}`` implicit as well. Backward Euler was chosen
 over second-order implicit schemes (BDF2, TR-BDF2, Crank-Nicolson) because it is
-the one among them whose step is positive for every step size; no method of
-order two or more can be (Bolley and Crouzeix's theorem on unconditionally
-positive linear methods). For a given
+the one among them whose step is positive for every step size. No method of
+order two or more can be, by Bolley and Crouzeix's theorem on unconditionally
+positive linear methods. For a given
 potential the step matrix ``A = I - h L(Phi)`` is a column-diagonally-dominant
 M-matrix with column sums exactly 1, so ``A^{-1}`` maps positive densities to
 positive densities and keeps the mass. The price is first order in time; the
@@ -119,15 +119,17 @@ MIN_SHRINK = 0.1
 NEWTON_TOL = 1e-3
 NEWTON_MAX_ITER = 10
 
-# GMRES solves each Newton correction to this relative residual; the Krylov
-# basis holds at most GMRES_RESTART vectors, GMRES_MAX_RESTARTS cycles of it.
+# GMRES solves each Newton correction to this relative residual. Its Krylov
+# basis has at most GMRES_RESTART vectors, and it restarts at most
+# GMRES_MAX_RESTARTS times.
 GMRES_RTOL = 1e-4
 GMRES_RESTART = 60
 GMRES_MAX_RESTARTS = 5
 
-# A step whose free energy exceeds the previous one by more than this multiple
-# of the sum of the absolute values of its terms is rejected: summing M terms in
-# double precision leaves a relative round-off of a few 1e-16 * sqrt(M).
+# A step is rejected when its free energy exceeds the previous one by more than
+# this multiple of the sum of the absolute values of the free energy's terms.
+# Summing M terms in double precision leaves a relative round-off of a few
+# 1e-16 * sqrt(M), far below this.
 FREE_ENERGY_ROUNDOFF = 1e-12
 
 # Smallest step, relative to t_final, before a run is declared failed.
@@ -223,9 +225,8 @@ def _solve_step_matrix(forward, backward, rhs, out, pivot, border_column, border
     whose columns all sum to 1. Gaussian elimination without pivoting keeps the
     last row and column as a border. Every pivot is formed as its column's
     running sum plus the magnitudes of the column's remaining off-diagonal
-    entries (Grassmann-Taksar-Heyman), so no step subtracts: for a positive rhs
-    every entry of x is computed to a few ulps of relative accuracy, and is
-    positive. pivot, border_column and border_row are work arrays of length M.
+    entries (Grassmann-Taksar-Heyman), so no step subtracts. For a positive
+    rhs every entry of x is therefore positive and accurate to a few ulps. pivot, border_column and border_row are work arrays of length M.
     """
     n = rhs.size
     last = n - 1
@@ -275,7 +276,7 @@ def _solve_step_matrix(forward, backward, rhs, out, pivot, border_column, border
 def _gmres(matvec, rhs, rtol, atol, restart, max_restarts):
     """Solve ``matvec(x) = rhs`` by restarted GMRES from x = 0.
 
-    Arnoldi with modified Gram-Schmidt and Givens rotations; the basis holds at
+    Arnoldi with modified Gram-Schmidt and Givens rotations. The basis has at
     most ``restart + 1`` vectors of length M. This lean version replaces
     scipy's gmres because each Newton correction here needs only a few
     iterations, and the fixed cost of scipy's call dominated the step.
@@ -705,7 +706,7 @@ def solve(model, grid, rho0, t_final, *, t_eval=None, rtol=1e-6, stop=None, prog
         if bar is not None:
             bar.update(h_try)
         growth = MAX_GROWTH if error == 0.0 else min(MAX_GROWTH, SAFETY * error**-0.5)
-        # a step shortened to land on an output time says little about the
+        # a step shortened to land on an output time tells little about the
         # step the controller had proposed, so that proposal is kept if larger
         h = max(h_try * growth, h) if landing and growth >= 1.0 else h_try * growth
 
@@ -754,7 +755,7 @@ def grid_cluster_masses(grid, rho, threshold, peak=0.0):
     """Return the masses of the clusters of a grid density, in order along the torus.
 
     A cluster is a maximal arc of cells (periodic) where ``rho > threshold``
-    and whose largest value exceeds ``peak``; arcs that do not reach ``peak``
+    and whose largest value exceeds ``peak``. Arcs that do not reach ``peak``
     count as gap. Each gap between two clusters is split at its lowest cell, and the mass of
     the gap on either side is added to the cluster on that side, so the masses
     sum to the total mass. Where the torus is cut does not matter.

@@ -16,7 +16,7 @@ def hk_model(gamma, ell=ELL, beta=1.0):
 
 
 def perturbed_uniform(grid, amplitude=0.05, modes=(1, 2, 3, 5)):
-    """The uniform density plus a fixed sum of cosines, positive and of mass 1."""
+    """Return the uniform density plus a fixed sum of cosines, positive and of mass 1."""
     x = grid.x
     rho = np.ones(grid.M)
     for k in modes:
@@ -25,7 +25,7 @@ def perturbed_uniform(grid, amplitude=0.05, modes=(1, 2, 3, 5)):
 
 
 def two_clusters(grid, gamma, lighter=0.45, ell=ELL):
-    """Gaussian clusters at 0.25 and 0.75 with the variances ell/(gamma m)."""
+    """Return Gaussian clusters at 0.25 and 0.75 with the variances ell/(gamma m)."""
     rho = np.zeros(grid.M)
     for centre, mass in ((0.25, lighter), (0.75, 1 - lighter)):
         sigma = math.sqrt(ell / (gamma * mass))
@@ -81,7 +81,7 @@ def test_bernoulli_derivative_by_differences():
 
 
 def gibbs_setup(amplitude, M=200, beta=1.0):
-    """A frozen potential and its Gibbs state; the state spans about exp(-2.8 amplitude)..1.
+    """Return a frozen potential and its Gibbs state, which spans about exp(-2.8 amplitude)..1.
 
     With M = 200 the cell Peclet numbers reach about 0.05 amplitude.
     """
