@@ -14,11 +14,11 @@ from pathlib import Path
 PACKAGE_DIR = Path(__file__).resolve().parent
 
 
-def source_hash():
-    """Return a short SHA-256 over the names and contents of mvlib's sources."""
+def source_hash(package_dir=PACKAGE_DIR):
+    """Return a short SHA-256 over the names and contents of the package's Python sources."""
     digest = hashlib.sha256()
-    for path in sorted(PACKAGE_DIR.rglob("*.py")):
-        digest.update(str(path.relative_to(PACKAGE_DIR)).encode())
+    for path in sorted(Path(package_dir).rglob("*.py")):
+        digest.update(str(path.relative_to(package_dir)).encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
 
@@ -34,7 +34,7 @@ def _numba_cache_dir():
 
 
 # numba reads NUMBA_CACHE_DIR when it is imported and config.CACHE_DIR when a
-# cached function is defined; set both so that the order of imports in a
+# cached function is defined. Both are set, so the order of imports in a
 # notebook does not matter.
 NUMBA_CACHE_DIR = _numba_cache_dir()
 os.environ["NUMBA_CACHE_DIR"] = NUMBA_CACHE_DIR

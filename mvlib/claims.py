@@ -80,25 +80,24 @@ class ClaimLedger:
         self._save()
         if not passed:
             raise ClaimFailed(f"{self.chapter}: {claim}: measured {measured}, expected {expected}")
-        return record
 
     def close_to(self, claim, measured, expected, *, rtol=0.0, atol=0.0):
         """Claim ``|measured - expected| <= atol + rtol*|expected|``."""
         tolerance = atol + rtol * abs(expected)
         passed = abs(measured - expected) <= tolerance
-        return self._record(claim, _number(measured), _number(expected), _number(tolerance), passed)
+        self._record(claim, _number(measured), _number(expected), _number(tolerance), passed)
 
     def below(self, claim, measured, bound):
         """Claim ``measured < bound``."""
-        return self._record(claim, _number(measured), f"< {bound:.6g}", None, measured < bound)
+        self._record(claim, _number(measured), f"< {bound:.6g}", None, measured < bound)
 
     def above(self, claim, measured, bound):
         """Claim ``measured > bound``."""
-        return self._record(claim, _number(measured), f"> {bound:.6g}", None, measured > bound)
+        self._record(claim, _number(measured), f"> {bound:.6g}", None, measured > bound)
 
     def holds(self, claim, passed, *, measured, expected):
         """Claim a condition the chapter evaluated itself, described by ``measured`` and ``expected`` strings."""
-        return self._record(claim, str(measured), str(expected), None, bool(passed))
+        self._record(claim, str(measured), str(expected), None, bool(passed))
 
 
 def read_all(folder=None):

@@ -78,8 +78,12 @@ def particle_interaction_energy(model, positions, block=2048):
     x = np.asarray(positions, dtype=float)
     if x.ndim != 1 or x.size < 2:
         raise ValueError(f"positions has shape {x.shape}: expected a 1-D array of N >= 2 particle positions")
-    if not np.all(np.isfinite(x)) or np.any(x < 0) or np.any(x >= model.L):
-        raise ValueError(f"positions must be finite and lie in the torus [0, L) = [0, {model.L:g})")
+    outside = np.flatnonzero(~(np.isfinite(x) & (x >= 0) & (x < model.L)))
+    if outside.size:
+        raise ValueError(
+            f"positions must be finite and lie in the torus [0, L) = [0, {model.L:g}), but {outside.size} do not "
+            f"(first at indices {outside[:5].tolist()}: {x[outside[:5]].tolist()}); wrap them with np.mod(x, L)"
+        )
     n = x.size
     total = 0.0
     for start in range(0, n, block):

@@ -119,7 +119,10 @@ class PiecewiseParabolic(Potential):
     core_radius : float
         Radius ``a`` of the core in units of ``ell``, in (0, 1).
     core_stiffness, tail_stiffness : float
-        Curvatures ``alpha`` and ``b`` of the core and of the tail.
+        Curvatures ``alpha`` and ``b`` of the core and of the tail: any finite
+        numbers. With ``gamma > 0``, a positive stiffness attracts in that
+        zone and a negative one repels, which gives potentials outside the
+        attractive class (a repulsive core or shoulder).
     """
 
     gamma: float

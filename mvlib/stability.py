@@ -15,6 +15,8 @@ import math
 
 import numpy as np
 
+from . import validation
+
 
 def wavenumbers(model, k):
     """Return ``q_k = 2*pi*k/L``."""
@@ -22,7 +24,8 @@ def wavenumbers(model, k):
 
 
 def growth_rates(model, k):
-    """Return ``sigma_k`` for the modes ``k`` (array or scalar)."""
+    """Return ``sigma_k`` for the modes ``k`` (integers >= 1, array or scalar)."""
+    k = validation.integers_at_least("k", k, 1)
     q = wavenumbers(model, k)
     return -q * q * (1.0 / model.beta + model.potential.fourier(q) / model.L)
 
@@ -36,6 +39,9 @@ def _relevant_modes(model, threshold):
 
 def gamma_sharp(model):
     """Return the smallest gamma > 0 at which some ``sigma_k`` reaches 0.
+
+    It depends on the shape of the potential, on L and on beta; the strength
+    ``model.gamma`` is ignored.
 
     Raises
     ------

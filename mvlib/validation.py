@@ -48,6 +48,16 @@ def in_interval(name, value, low, high, *, closed_low=False, closed_high=False):
     return value
 
 
+def integers_at_least(name, values, minimum):
+    """Return ``values`` as an int array, or raise unless every entry is an integer >= minimum."""
+    array = np.asarray(values)
+    if array.dtype.kind not in "iu" and not (array.dtype.kind == "f" and np.all(array == np.round(array))):
+        raise ValueError(f"{name} = {values!r} is invalid: expected integers >= {minimum}")
+    if np.any(array < minimum):
+        raise ValueError(f"{name} = {values!r} is invalid: every entry must be an integer >= {minimum}")
+    return array.astype(int)
+
+
 def integer_at_least(name, value, minimum):
     """Return ``value`` as an int, or raise unless it is an integer >= minimum."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
@@ -66,8 +76,9 @@ def density(name, values, size):
     array = np.asarray(values, dtype=float)
     if array.shape != (size,):
         raise ValueError(f"{name} has shape {array.shape}, expected ({size},): one value per grid cell")
-    if not np.all(np.isfinite(array)):
-        raise ValueError(f"{name} contains non-finite values at cells {np.flatnonzero(~np.isfinite(array))[:5].tolist()}")
+    bad = np.flatnonzero(~np.isfinite(array))
+    if bad.size:
+        raise ValueError(f"{name} contains non-finite values at {bad.size} of {size} cells (first: {bad[:5].tolist()})")
     if np.any(array < 0):
         raise ValueError(
             f"{name} is negative at {np.count_nonzero(array < 0)} cells (minimum {array.min():.3g}): "
