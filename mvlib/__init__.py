@@ -10,7 +10,7 @@ Symbols follow the book's conventions: ``L`` torus length, ``M`` grid cells,
 """
 
 from . import _jit  # sets numba's cache folder before anything is compiled
-from . import cache, claims, energy, profiles, stability, stationary, validation
+from . import cache, claims, energy, pde, profiles, stability, stationary, validation
 from .claims import ClaimFailed, ClaimLedger
 from .energy import FreeEnergy, free_energy, particle_interaction_energy, uniform_free_energy
 from .grid import Grid
@@ -39,6 +39,7 @@ __all__ = [
     "gamma_sharp",
     "growth_rates",
     "particle_interaction_energy",
+    "pde",
     "predicted_cluster_count",
     "profiles",
     "stability",

@@ -16,7 +16,7 @@ def hk_model(gamma, ell=ELL, beta=1.0):
 
 
 def perturbed_uniform(grid, amplitude=0.05, modes=(1, 2, 3, 5)):
-    """The uniform density plus a fixed sum of cosines, positive and of mass 1."""
+    """Return the uniform density plus a fixed sum of cosines, positive and of mass 1."""
     x = grid.x
     rho = np.ones(grid.M)
     for k in modes:
@@ -25,7 +25,7 @@ def perturbed_uniform(grid, amplitude=0.05, modes=(1, 2, 3, 5)):
 
 
 def two_clusters(grid, gamma, lighter=0.45, ell=ELL):
-    """Gaussian clusters at 0.25 and 0.75 with the variances ell/(gamma m)."""
+    """Return Gaussian clusters at 0.25 and 0.75 with the variances ell/(gamma m)."""
     rho = np.zeros(grid.M)
     for centre, mass in ((0.25, lighter), (0.75, 1 - lighter)):
         sigma = math.sqrt(ell / (gamma * mass))
@@ -81,7 +81,7 @@ def test_bernoulli_derivative_by_differences():
 
 
 def gibbs_setup(amplitude, M=200, beta=1.0):
-    """A frozen potential and its Gibbs state; the state spans about exp(-2.8 amplitude)..1.
+    """Return a frozen potential and its Gibbs state, which spans about exp(-2.8 amplitude)..1.
 
     With M = 200 the cell Peclet numbers reach about 0.05 amplitude.
     """
@@ -152,9 +152,9 @@ def clustering_run():
     """Clusters forming from a perturbed uniform state (gamma = 2 gamma_sharp)."""
     model = hk_model(1.0)
     model = model.with_gamma(2 * mvlib.gamma_sharp(model))
-    grid = mvlib.Grid(1.0, 128)
+    grid = mvlib.Grid(1.0, 96)
     with np.errstate(all="raise", under="ignore"):
-        result = pde.solve(model, grid, perturbed_uniform(grid), 0.5, t_eval=np.linspace(0.05, 0.5, 10))
+        result = pde.solve(model, grid, perturbed_uniform(grid), 0.5, t_eval=np.linspace(0.05, 0.5, 10), rtol=1e-4)
     return model, grid, result
 
 
@@ -372,3 +372,30 @@ def test_bad_stop_threshold_rejected():
         pde.mass_below(grid, 1.5)
     with pytest.raises(ValueError, match="cluster_threshold"):
         pde.mass_below(grid, 1e-3, cluster_threshold=0.0)
+
+
+# ----------------------------------------------- stationary states ----
+
+
+def test_time_derivative_vanishes_on_gibbs_state():
+    model = hk_model(300.0)
+    grid = mvlib.Grid(1.0, 200)
+    phi = 20.0 * np.cos(2 * np.pi * grid.x)
+    gibbs = np.exp(-phi)
+    derivative = pde.time_derivative(model, grid, gibbs, phi=phi)
+    assert np.max(np.abs(derivative)) < 1e-12 * np.max(gibbs) / grid.dx**2
+
+
+def test_stationary_state_unchanged_by_solver():
+    # a single cluster above gamma_sharp, solved directly by mvlib.stationary
+    model = hk_model(1.0)
+    model = model.with_gamma(1.5 * mvlib.gamma_sharp(model))
+    grid = mvlib.Grid(1.0, 128)
+    guess = mvlib.stationary.cluster_guess(grid, [0.5], [1.0], 0.05)
+    state = mvlib.stationary.solve(model, grid, guess)
+    assert state.converged
+    result = pde.solve(model, grid, state.rho, 1e3, rtol=1e-6)
+    assert result.status == "finished"
+    # the state solves the fixed-point equation to ~1e-11; the solver must not move it further
+    change = np.max(np.abs(result.rho[-1] - state.rho)) / np.max(state.rho)
+    assert change < 1e-8
