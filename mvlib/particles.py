@@ -101,16 +101,6 @@ def _parabolic_derivative(x, parameters):
 
 
 @jit
-def _ghost_count(z, L, radius):
-    """Return how many positions need a copy at ``z - L`` (those with ``z - L >= -radius``)."""
-    count = 0
-    for value in z:
-        if value - L >= -radius:
-            count += 1
-    return count
-
-
-@jit
 def _fill_ghosts(extended, start, n, L, radius):
     """Complete the periodic extension around the sorted block ``extended[start:start + n]``.
 
@@ -141,50 +131,54 @@ def _fill_prefix(extended, end, prefix):
 
 
 @jit
+def _add_window_sums(extended, start, n, prefix, radius, weight, drift, accumulate):
+    """Set (or add to) ``drift[m]`` the value ``weight * sum of d(x_m, x_j)`` over ``|d| <= radius``.
+
+    ``extended`` must be completed by :func:`_fill_ghosts` for a radius at
+    least ``radius``, and ``prefix`` must hold its prefix sums. For each
+    position x the window ``[lo, hi)`` holds the extended positions within
+    ``radius`` of x; both pointers only move forward. Each pointer takes two
+    steps without a branch (the comparison is added as 0 or 1) before a loop
+    for longer moves, which avoids most branch mispredictions.
+    """
+    lo = 0
+    hi = start
+    for m in range(n):
+        x = extended[start + m]
+        lo += x - extended[lo] > radius
+        lo += x - extended[lo] > radius
+        while x - extended[lo] > radius:
+            lo += 1
+        hi += extended[hi] - x <= radius
+        hi += extended[hi] - x <= radius
+        while extended[hi] - x <= radius:
+            hi += 1
+
+        # the sum of d(X^i, X^j) over the window; particle i itself adds 0
+        value = weight * ((hi - lo) * x - (prefix[hi] - prefix[lo]))
+        if accumulate:
+            drift[m] += value
+        else:
+            drift[m] = value
+
+
+@jit
 def _parabolic_drift(extended, start, end, n, prefix, drift, gamma, ell, core_radius, core_stiffness,
                      tail_stiffness):
     """Store in ``drift`` the exact drift of the sorted block ``extended[start:start + n]``.
 
     ``extended`` must be completed by :func:`_fill_ghosts` for the radius ell,
-    with its sentinel at ``end``.
-    For each position x the windows ``[lo, hi)`` hold the extended positions
-    within ell (``outer``) and within core_radius*ell (``inner``) of x; the
-    pointers only move forward. Each pointer takes two steps without a branch
-    (the comparison is added as 0 or 1) before a loop for longer moves, which
-    avoids most branch mispredictions when the steps are short.
+    with its sentinel at ``end``. The drift is
+    ``-(gamma/(ell N)) (b S_ell + (alpha - b) S_{a ell})`` with ``S_r`` the sum
+    of the displacements within r; Hegselmann–Krause (alpha = b) needs only
+    the outer window.
     """
     _fill_prefix(extended, end, prefix)
-    outer = ell
-    inner = core_radius * ell
     factor = -gamma / (ell * n)
+    _add_window_sums(extended, start, n, prefix, ell, factor * tail_stiffness, drift, False)
     core_excess = core_stiffness - tail_stiffness
-    lo_outer = 0
-    lo_inner = 0
-    hi_outer = start
-    hi_inner = start
-    for m in range(n):
-        x = extended[start + m]
-        lo_outer += x - extended[lo_outer] > outer
-        lo_outer += x - extended[lo_outer] > outer
-        while x - extended[lo_outer] > outer:
-            lo_outer += 1
-        lo_inner += x - extended[lo_inner] > inner
-        lo_inner += x - extended[lo_inner] > inner
-        while x - extended[lo_inner] > inner:
-            lo_inner += 1
-        hi_outer += extended[hi_outer] - x <= outer
-        hi_outer += extended[hi_outer] - x <= outer
-        while extended[hi_outer] - x <= outer:
-            hi_outer += 1
-        hi_inner += extended[hi_inner] - x <= inner
-        hi_inner += extended[hi_inner] - x <= inner
-        while extended[hi_inner] - x <= inner:
-            hi_inner += 1
-
-        # sum of d(X^i, X^j) over each window; particle i itself adds 0
-        sum_outer = (hi_outer - lo_outer) * x - (prefix[hi_outer] - prefix[lo_outer])
-        sum_inner = (hi_inner - lo_inner) * x - (prefix[hi_inner] - prefix[lo_inner])
-        drift[m] = factor * (tail_stiffness * sum_outer + core_excess * sum_inner)
+    if core_excess != 0.0:
+        _add_window_sums(extended, start, n, prefix, core_radius * ell, factor * core_excess, drift, True)
 
 
 @jit
@@ -230,54 +224,71 @@ def _wrap(z, L):
 
 
 @jit
-def _sort_positions(z, ids, y, spare_ids, counts, L):
-    """Sort ``z`` (with ``ids``) into ``y`` (with ``ids``): counting sort by bucket, then insertion."""
-    n = z.size
-    buckets = counts.size - 1
-    scale = buckets / L
-    counts[:] = 0
-    for m in range(n):
-        bucket = min(int(z[m] * scale), buckets - 1)
-        counts[bucket + 1] += 1
-    for b in range(buckets):
-        counts[b + 1] += counts[b]
-
-    # stable scatter: the previous order survives inside each bucket
-    for m in range(n):
-        bucket = min(int(z[m] * scale), buckets - 1)
-        slot = counts[bucket]
-        counts[bucket] = slot + 1
-        y[slot] = z[m]
-        spare_ids[slot] = ids[m]
-
-    # insertion sort fixes the inversions left inside buckets
-    for m in range(1, n):
-        value = y[m]
-        if value >= y[m - 1]:
-            continue
-        identity = spare_ids[m]
-        k = m - 1
-        while k >= 0 and y[k] > value:
-            y[k + 1] = y[k]
-            spare_ids[k + 1] = spare_ids[k]
-            k -= 1
-        y[k + 1] = value
-        spare_ids[k + 1] = identity
-    ids[:] = spare_ids
+def _bucket(value, scale, buckets):
+    return min(int(value * scale), buckets - 1)
 
 
 @jit
-def _sort_into(extended, layout, z, ids, spare_ids, counts, L, radius):
-    """Sort the positions ``z`` (slot order, with ``ids``) into the periodic extension.
+def _place_sorted(extended, layout, z, ids, spare_ids, counts, L, radius, ghosts):
+    """Sort ``z`` (slot order, with ``ids``) into the periodic extension, buckets already counted.
 
-    Afterwards ``extended[layout[0]:layout[0] + n]`` holds the sorted positions,
-    ``ids`` the particle in each sorted slot and ``layout[1]`` the sentinel index.
+    ``counts[b + 1]`` must hold the number of positions in bucket b (buckets
+    of width ``L/(counts.size - 1)``) and ``ghosts`` the number of positions
+    with ``z - L >= -radius``. A stable scatter keeps the previous order
+    inside each bucket, and an insertion sort fixes the inversions left there.
+    Afterwards ``extended[layout[0]:layout[0] + n]`` holds the sorted
+    positions, ``ids`` the particle in each sorted slot and ``layout[1]`` the
+    sentinel index.
     """
     n = z.size
-    start = _ghost_count(z, L, radius)
-    _sort_positions(z, ids, extended[start:start + n], spare_ids, counts, L)
+    buckets = counts.size - 1
+    scale = buckets / L
+    counts[0] = 0
+    for b in range(buckets):
+        counts[b + 1] += counts[b]
+
+    start = ghosts
+    for m in range(n):
+        bucket = _bucket(z[m], scale, buckets)
+        slot = counts[bucket]
+        counts[bucket] = slot + 1
+        extended[start + slot] = z[m]
+        spare_ids[slot] = ids[m]
+
+    for m in range(start + 1, start + n):
+        value = extended[m]
+        if value >= extended[m - 1]:
+            continue
+        identity = spare_ids[m - start]
+        k = m - 1
+        while k >= start and extended[k] > value:
+            extended[k + 1] = extended[k]
+            spare_ids[k + 1 - start] = spare_ids[k - start]
+            k -= 1
+        extended[k + 1] = value
+        spare_ids[k + 1 - start] = identity
+    ids[:] = spare_ids
     layout[0] = start
     layout[1] = _fill_ghosts(extended, start, n, L, radius)
+
+
+@jit
+def _move_and_count(extended, start, z, noise_row, dt, scale, L, counts, radius):
+    """Set ``z[m]`` to the new wrapped position of slot m (z holds the drift on entry).
+
+    Also counts the positions per bucket into ``counts[1:]`` and returns how
+    many need a ghost copy (``z - L >= -radius``), for :func:`_place_sorted`.
+    """
+    buckets = counts.size - 1
+    bucket_scale = buckets / L
+    counts[:] = 0
+    ghosts = 0
+    for m in range(z.size):
+        value = _wrap(extended[start + m] + dt * z[m] + scale * noise_row[m], L)
+        z[m] = value
+        counts[_bucket(value, bucket_scale, buckets) + 1] += 1
+        ghosts += value - L >= -radius
+    return ghosts
 
 
 @jit
@@ -287,12 +298,10 @@ def _advance_parabolic(extended, layout, ids, noise, dt, scale, L, gamma, ell, c
     n = z.size
     for step in range(noise.shape[0]):
         # z holds the drift first, then the new position of the particle in each slot
-        start = layout[0]
-        _parabolic_drift(extended, start, layout[1], n, prefix, z, gamma, ell, core_radius, core_stiffness,
+        _parabolic_drift(extended, layout[0], layout[1], n, prefix, z, gamma, ell, core_radius, core_stiffness,
                          tail_stiffness)
-        for m in range(n):
-            z[m] = _wrap(extended[start + m] + dt * z[m] + scale * noise[step, m], L)
-        _sort_into(extended, layout, z, ids, spare_ids, counts, L, ell)
+        ghosts = _move_and_count(extended, layout[0], z, noise[step], dt, scale, L, counts, ell)
+        _place_sorted(extended, layout, z, ids, spare_ids, counts, L, ell, ghosts)
 
 
 @jit
@@ -301,11 +310,9 @@ def _advance_windowed(extended, layout, ids, noise, dt, scale, L, radius, deriva
     """Advance the sorted state by ``noise.shape[0]`` steps (drift by the loop over neighbours)."""
     n = z.size
     for step in range(noise.shape[0]):
-        start = layout[0]
-        _windowed_drift(extended, start, n, z, radius, derivative, parameters)
-        for m in range(n):
-            z[m] = _wrap(extended[start + m] + dt * z[m] + scale * noise[step, m], L)
-        _sort_into(extended, layout, z, ids, spare_ids, counts, L, radius)
+        _windowed_drift(extended, layout[0], n, z, radius, derivative, parameters)
+        ghosts = _move_and_count(extended, layout[0], z, noise[step], dt, scale, L, counts, radius)
+        _place_sorted(extended, layout, z, ids, spare_ids, counts, L, radius, ghosts)
 
 
 @jit
@@ -329,8 +336,11 @@ def _check_model(model):
 
 
 def _check_positions(model, positions):
-    """Return ``positions`` as a float array of shape (N,), N >= 2, inside [0, L)."""
-    x = np.array(positions, dtype=float)
+    """Return ``positions`` as a float array of shape (N,), N >= 2, inside [0, L).
+
+    A float64 array is returned without a copy; callers must not modify it.
+    """
+    x = np.asarray(positions, dtype=float)
     if x.ndim != 1:
         raise ValueError(f"positions has shape {x.shape}: expected a 1-D array of N particle positions")
     if x.size < 2:
@@ -478,7 +488,7 @@ def drift(model, positions, method="auto"):
 # Buckets of the counting sort: about this many particles per bucket on
 # average. Fewer buckets make the counting pass cheaper and leave more
 # inversions for the insertion pass.
-PARTICLES_PER_BUCKET = 4
+PARTICLES_PER_BUCKET = 2
 
 
 class _SortedState:
