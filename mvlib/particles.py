@@ -40,7 +40,7 @@ and needs no sorting.
 Randomness
 ----------
 The normal draws come from numpy's PCG64 generator seeded by
-``numpy.random.SeedSequence(seed)``; for a given seed the trajectory is the
+``numpy.random.SeedSequence(seed)``. For a given seed the trajectory is the
 same bit for bit on a given machine, whatever the output times. Independent
 seeds for an ensemble come from :func:`spawn_seeds`.
 """
@@ -71,8 +71,8 @@ NOISE_BUFFER_SIZE = 2**18
 # the whole interaction range in one step and the scheme would not resolve W.
 MAX_STEP_OVER_RANGE = 1.0
 
-# Output times are rounded to the nearest multiple of dt; a requested time
-# further than this many steps from t_final is beyond the run.
+# Relative tolerance for an output time above t_final, so that a time computed
+# as t_final by arithmetic with round-off is still accepted.
 TIME_ROUNDING = 1e-9
 
 METHODS = ("auto", "prefix", "window")
@@ -136,8 +136,8 @@ def _add_window_sums(extended, start, n, prefix, radius, weight, drift, accumula
 
     ``extended`` must be completed by :func:`_fill_ghosts` for a radius at
     least ``radius``, and ``prefix`` must hold its prefix sums. For each
-    position x the window ``[lo, hi)`` holds the extended positions within
-    ``radius`` of x; both pointers only move forward. Each pointer takes two
+    position x the window ``[lo, hi)`` contains the extended positions within
+    ``radius`` of x, and both pointers only move forward. Each pointer takes two
     steps without a branch (the comparison is added as 0 or 1) before a loop
     for longer moves, which avoids most branch mispredictions.
     """
@@ -236,7 +236,7 @@ def _place_sorted(extended, layout, z, ids, spare_ids, counts, L, radius, ghosts
     of width ``L/(counts.size - 1)``) and ``ghosts`` the number of positions
     with ``z - L >= -radius``. A stable scatter keeps the previous order
     inside each bucket, and an insertion sort fixes the inversions left there.
-    Afterwards ``extended[layout[0]:layout[0] + n]`` holds the sorted
+    Afterwards ``extended[layout[0]:layout[0] + n]`` contains the sorted
     positions, ``ids`` the particle in each sorted slot and ``layout[1]`` the
     sentinel index.
     """
@@ -274,7 +274,7 @@ def _place_sorted(extended, layout, z, ids, spare_ids, counts, L, radius, ghosts
 
 @jit
 def _move_and_count(extended, start, z, noise_row, dt, scale, L, counts, radius):
-    """Set ``z[m]`` to the new wrapped position of slot m (z holds the drift on entry).
+    """Set ``z[m]`` to the new wrapped position of slot m (z contains the drift on entry).
 
     Also counts the positions per bucket into ``counts[1:]`` and returns how
     many need a ghost copy (``z - L >= -radius``), for :func:`_place_sorted`.
@@ -297,7 +297,7 @@ def _advance_parabolic(extended, layout, ids, noise, dt, scale, L, gamma, ell, c
     """Advance the sorted state by ``noise.shape[0]`` Euler–Maruyama steps (prefix-sum drift)."""
     n = z.size
     for step in range(noise.shape[0]):
-        # z holds the drift first, then the new position of the particle in each slot
+        # z contains the drift first, then the new position of the particle in each slot
         _parabolic_drift(extended, layout[0], layout[1], n, prefix, z, gamma, ell, core_radius, core_stiffness,
                          tail_stiffness)
         ghosts = _move_and_count(extended, layout[0], z, noise[step], dt, scale, L, counts, ell)
@@ -497,7 +497,7 @@ class _SortedState:
     Attributes
     ----------
     extended : ndarray, shape (2N + 2,)
-        ``extended[start:start + N]`` holds the sorted positions, the cells
+        ``extended[start:start + N]`` contains the sorted positions, the cells
         before them copies minus L, the cells after them copies plus L and a
         +inf sentinel at ``end``. The unused tail is never touched.
     layout : ndarray of int64, shape (2,)
@@ -614,7 +614,7 @@ def simulate(model, positions0, t_final, dt, *, seed, t_eval=None, progress=None
         on a given machine. Use :func:`spawn_seeds` for independent runs.
     t_eval : array_like, shape (n_out,), optional
         Increasing output times in ``[0, t_final]``, each rounded to the nearest
-        multiple of dt (``result.t`` holds the rounded times). Default: only
+        multiple of dt (``result.t`` contains the rounded times). Default: only
         ``t_final``. Output times do not change the trajectory.
     progress : bool, optional
         Show a tqdm bar. Default: only when stderr is a terminal.
@@ -685,8 +685,8 @@ def simulate(model, positions0, t_final, dt, *, seed, t_eval=None, progress=None
 
         bar = tqdm(total=int(output_steps[-1]), unit="step", desc=f"N = {n}")
 
-    # the time loop: batches of steps whose noise is drawn in one call; the
-    # generator's stream does not depend on how it is split into calls
+    # The time loop draws the noise of a batch of steps in one call. The
+    # generator's stream does not depend on how it is split into calls.
     start = time.perf_counter()
     steps_per_batch = max(1, NOISE_BUFFER_SIZE // n)
     noise_buffer = np.empty((min(steps_per_batch, int(output_steps[-1])), n))
