@@ -605,7 +605,8 @@ def simulate(model, positions0, t_final, dt, *, seed, t_eval=None, progress=None
     positions0 : array_like, shape (N,)
         Initial positions in ``[0, L)``, N >= 2.
     t_final : float
-        Final time, > 0; the run takes ``round(t_final/dt)`` steps.
+        Final time, > 0; the run takes ``round(t_final/dt)`` steps, or stops
+        at the last output time if ``t_eval`` ends earlier.
     dt : float
         Time step, > 0, small enough that ``sqrt(2 dt/beta) + dt*max|W'|`` is
         below the interaction range.
