@@ -37,7 +37,7 @@ ELL = 0.1
 GAMMA_OVER_SHARP = 2.0
 DT = 1e-5
 SEED = 20251017
-# particle-steps per timed run: about a few seconds per size
+# particle-steps per timed run, an estimate of one to ten seconds per size
 WORK_PER_RUN = 2 * 10**7
 MVLIB_SIZES = [10**3, 10**4, 10**5, 10**6]
 ALL_PAIRS_SIZES = [10**3, 4 * 10**3]
@@ -134,7 +134,7 @@ def peak_resident_mb():
     """Return this process's peak resident memory in MB.
 
     ``VmHWM`` starts afresh at exec, whereas ``ru_maxrss`` of a child keeps the
-    resident size of the parent it was forked from, so it is preferred.
+    resident size of the parent it was forked from, so VmHWM is preferred.
     """
     try:
         with open("/proc/self/status") as status:

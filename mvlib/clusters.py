@@ -44,7 +44,7 @@ from . import validation
 # Default particle gap in units of L/N, times log(N): see the module docstring.
 GAP_LOG_FACTOR = 4.0
 
-# Pieces holding less than this fraction of the particles are stray particles
+# Pieces containing less than this fraction of the particles are stray particles
 # in a gap, not clusters.
 DEFAULT_MIN_MASS = 0.02
 

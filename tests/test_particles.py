@@ -168,8 +168,9 @@ def test_simulate_kuramoto_runs(rng):
 def test_single_particle_variance(rng):
     # Without interaction every particle is a Brownian motion with variance
     # 2t/beta, and Euler–Maruyama is exact. (N-1) s^2 / (2t/beta) is then
-    # chi-squared with N-1 degrees of freedom; the two-sided acceptance region
-    # at level 1e-6 gives a false failure with probability 1e-6 per time.
+    # chi-squared with N-1 degrees of freedom. The two-sided acceptance region
+    # at level 1e-6 gives a false failure with probability 1e-6 per time, so
+    # at most 3e-6 for the three times.
     beta = 2.5
     model = mvlib.Model(mvlib.HegselmannKrause(gamma=0.0, ell=0.1), L=1.0, beta=beta)
     size = 4000
