@@ -20,11 +20,13 @@ interval), as in :meth:`PiecewiseParabolic.derivative`; the window test uses the
 computed difference of the two positions.
 
 *Sorting.* Particles are stored in sorted order between steps, together with
-their identities. After a step the new positions are distributed into N
-buckets of width L/N by a stable counting sort, which keeps the previous order
-inside each bucket, and an insertion sort finishes the few inversions left
-inside buckets. Both passes are linear in N plus the number of pairs that
-changed order within one bucket, whatever the time step.
+their identities. After a step the new positions are distributed into about
+N/2 buckets (``PARTICLES_PER_BUCKET``) by a stable counting sort, which keeps
+the previous order inside each bucket, and an insertion sort finishes the few
+inversions left inside buckets. Both passes are linear in N plus the number of
+pairs that changed order within one bucket, whatever the time step. In dense
+clusters a bucket holds more particles, and the insertion pass costs up to the
+square of that number per bucket.
 
 *Other compactly supported potentials* (method ``"window"``): a loop over the
 sorted neighbours within the range, O(N times the neighbours in range). A
