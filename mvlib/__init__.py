@@ -11,6 +11,7 @@ Symbols follow the book's conventions: ``L`` torus length, ``M`` grid cells,
 
 from . import _jit  # sets numba's cache folder before anything is compiled
 from . import cache, claims, energy, profiles, stability, validation
+from . import rearrangement
 from .claims import ClaimFailed, ClaimLedger
 from .energy import FreeEnergy, free_energy, particle_interaction_energy, uniform_free_energy
 from .grid import Grid
@@ -41,6 +42,7 @@ __all__ = [
     "particle_interaction_energy",
     "predicted_cluster_count",
     "profiles",
+    "rearrangement",
     "stability",
     "uniform_free_energy",
     "validation",

@@ -1,0 +1,335 @@
+r"""Symmetric decreasing rearrangement on the torus and the Riesz functional.
+
+The symmetric decreasing rearrangement :math:`\rho^*` of a density
+:math:`\rho` is the density centred at a point whose super-level sets are arcs
+centred there, with the lengths of the super-level sets of :math:`\rho`. On a
+grid of ``M`` cells it is a permutation of the cell values: sort them in
+decreasing order and assign them to the cells in order of increasing circular
+distance from the centre cell ``c``,
+
+.. math:: c,\ c+1,\ c-1,\ c+2,\ c-2,\ \dots \pmod M .
+
+Tie rule: of two cells at the same circular distance from ``c``, the one to the
+right (``c + j``) receives the larger value. For even ``M`` the cell
+``c + M/2`` is alone at the largest distance and comes last. The same cell
+order lists the cells by distance from the cell edge between ``c`` and
+``c + 1``, left cell first. So one order serves a cluster centred on a cell
+and one centred on a cell edge, for both parities of ``M``. Equal values are
+identical numbers, so which of them goes where does not change the result:
+the rearrangement is deterministic.
+
+Because :math:`\rho^*` is a permutation of :math:`\rho`, their sorted values
+agree bit for bit, and with them the mass and the entropy.
+
+The Riesz functional of an interaction potential W is
+
+.. math:: I(\rho) = \iint \rho(x)\,(-W)(d(x, y))\,\rho(y)\,dx\,dy
+          = -\sum_i \rho_i\,(W * \rho)_i\,dx ,
+
+so that the interaction part of the free energy is :math:`-I(\rho)/2`. The
+Riesz rearrangement inequality :math:`I(\rho^*) \ge I(\rho)` holds when
+:math:`-W` is symmetric decreasing in the circular distance; the entropy is
+unchanged, so then :math:`F(\rho^*) \le F(\rho)`, and a global minimizer of F
+can be sought among symmetric decreasing densities.
+
+A grid density is *symmetric decreasing* when it equals a translate of its
+rearrangement or of the mirror image of its rearrangement. The mirror image is
+needed because the tie rule picks a side: a cluster sampled slightly left of a
+cell centre decreases in the order ``c, c-1, c+1, ...``.
+:func:`symmetric_decreasing_violation` measures how far a density is from this
+set of translates and mirror images.
+"""
+
+import dataclasses
+import logging
+import math
+
+import numpy as np
+
+from . import validation
+from .grid import Convolution, Grid
+from .potentials import Potential
+
+_logger = logging.getLogger(__name__)
+
+NORMS = ("l1", "sup")
+DENSITY_KINDS = ("multi_bump", "noise", "asymmetric")
+
+# The uniform floor mixed into every random density, as a fraction of the
+# uniform value 1/L: it keeps log(rho) finite, so the entropy and the PDE
+# solvers never meet an empty cell.
+RANDOM_FLOOR = 1e-3
+
+# Largest number of bumps in a random multi-bump density. With widths up to
+# L/8, more bumps would mostly merge into a nearly uniform field.
+MAX_RANDOM_BUMPS = 6
+
+
+def rearrangement_order(M):
+    """Return the cell offsets from the centre in order of increasing circular distance.
+
+    Parameters
+    ----------
+    M : int
+        Number of grid cells, >= 1.
+
+    Returns
+    -------
+    ndarray of int, shape (M,)
+        ``[0, 1, -1, 2, -2, ...]`` cut to M entries: cell ``c + order[r]``
+        receives the r-th largest value (tie rule: right before left).
+    """
+    M = validation.integer_at_least("M", M, 1)
+    steps = np.arange(1, M)
+    magnitude = (steps + 1) // 2
+    sign = np.where(steps % 2 == 1, 1, -1)
+    return np.concatenate([[0], sign * magnitude])
+
+
+def _check_centre(grid, centre):
+    centre = validation.integer_at_least("centre", centre, 0)
+    if centre >= grid.M:
+        raise ValueError(f"centre = {centre!r} is invalid: must be a cell index in [0, M) = [0, {grid.M})")
+    return centre
+
+
+def _check_grid(grid):
+    if not isinstance(grid, Grid):
+        raise TypeError(f"grid must be an mvlib Grid, got {type(grid).__name__}")
+
+
+def _densities(name, values, M):
+    """Return ``values`` as a float array of shape (M,) or (n, M) whose rows are densities."""
+    array = np.asarray(values, dtype=float)
+    if array.ndim == 1:
+        return validation.density(name, array, M)
+    if array.ndim != 2 or array.shape[1] != M:
+        raise ValueError(f"{name} has shape {array.shape}, expected ({M},) or (n, {M}): one value per grid cell")
+    for row in range(array.shape[0]):
+        validation.density(f"{name}[{row}]", array[row], M)
+    return array
+
+
+def rearrange(grid, rho, centre=0):
+    """Return the symmetric decreasing rearrangement of ``rho`` centred at cell ``centre``.
+
+    Parameters
+    ----------
+    grid : Grid
+    rho : array_like, shape (M,) or (n, M)
+        Cell values of one density or of n densities (finite, >= 0, positive mass).
+    centre : int
+        Index of the cell that receives the largest value, in [0, M).
+
+    Returns
+    -------
+    ndarray, same shape as ``rho``
+        A permutation of each row of ``rho``: the largest value at ``centre``,
+        then the next ones at ``centre + 1``, ``centre - 1``, ``centre + 2``, ...
+        (see the module docstring for the tie rule).
+
+    Raises
+    ------
+    ValueError
+        If a row of ``rho`` has the wrong length, a non-finite or negative
+        value or zero mass, or if ``centre`` is not a cell index.
+    """
+    _check_grid(grid)
+    rho = _densities("rho", rho, grid.M)
+    centre = _check_centre(grid, centre)
+
+    # sort each row in decreasing order and scatter the values to the cells
+    # listed by increasing distance from the centre
+    ordered = -np.sort(-rho, axis=-1)
+    cells = (centre + rearrangement_order(grid.M)) % grid.M
+    result = np.empty_like(rho)
+    result[..., cells] = ordered
+    return result
+
+
+def _as_convolution(grid, interaction):
+    if isinstance(interaction, Convolution):
+        if interaction.grid.M != grid.M or interaction.grid.L != grid.L:
+            raise ValueError(
+                f"the convolution is built on {interaction.grid!r}, which differs from grid = {grid!r}"
+            )
+        return interaction
+    if isinstance(interaction, Potential):
+        return grid.convolution(interaction)
+    raise TypeError(f"interaction must be an mvlib Potential or Convolution, got {type(interaction).__name__}")
+
+
+def riesz_functional(grid, rho, interaction):
+    r"""Return the Riesz functional :math:`I(\rho) = \iint \rho(x)(-W)(x - y)\rho(y)`.
+
+    Parameters
+    ----------
+    grid : Grid
+    rho : array_like, shape (M,) or (n, M)
+        Cell values of one density or of n densities; not renormalised.
+    interaction : Potential or Convolution
+        The potential W, or a precomputed ``grid.convolution(potential)`` (or
+        any :class:`~mvlib.grid.Convolution` on this grid, such as one built
+        with a periodised kernel).
+
+    Returns
+    -------
+    float or ndarray, shape (n,)
+        ``-sum_i rho_i (W * rho)_i dx``, which is ``-2`` times the interaction
+        part of the free energy.
+    """
+    _check_grid(grid)
+    rho = _densities("rho", rho, grid.M)
+    convolution = _as_convolution(grid, interaction)
+    values = -np.sum(rho * convolution(rho), axis=-1) * grid.dx
+    return float(values) if np.ndim(values) == 0 else values
+
+
+def rearrangement_gap(grid, rho, interaction):
+    r"""Return :math:`I(\rho^*) - I(\rho)`, which the Riesz inequality states is >= 0.
+
+    Parameters and the shape of the result are those of :func:`riesz_functional`.
+    The free energy changes by ``F(rho*) - F(rho) = -gap/2`` (the entropy is
+    unchanged). The gap does not depend on the centre of the rearrangement,
+    because the convolution commutes with translations of the grid.
+    """
+    rho = _densities("rho", rho, grid.M)
+    convolution = _as_convolution(grid, interaction)
+    return riesz_functional(grid, rearrange(grid, rho), convolution) - riesz_functional(grid, rho, convolution)
+
+
+@dataclasses.dataclass(frozen=True)
+class SymmetryCheck:
+    """Distance of a density from the symmetric decreasing densities with its values."""
+
+    violation: float
+    """Relative distance to the nearest translate of ``rho*`` or of its mirror image, in ``norm``."""
+    centre: int
+    """Cell holding the maximum of the nearest symmetric decreasing density."""
+    mirrored: bool
+    """Whether the nearest one is the mirror image (tie to the left) of the rearrangement."""
+    norm: str
+    """``"l1"``: ``sum |rho - r| / sum rho``; ``"sup"``: ``max |rho - r| / max rho``."""
+
+
+def symmetric_decreasing_violation(grid, rho, norm="l1"):
+    """Return how far ``rho`` is from every translate of its rearrangement and of its mirror image.
+
+    Parameters
+    ----------
+    grid : Grid
+    rho : array_like, shape (M,)
+        Cell values of a density (finite, >= 0, positive mass).
+    norm : {"l1", "sup"}
+        ``"l1"`` divides the L1 distance by the mass, which gives the
+        fraction of mass out of place (between 0 and 2). ``"sup"`` divides
+        the largest pointwise difference by the maximum of ``rho``.
+
+    Returns
+    -------
+    SymmetryCheck
+        ``violation`` is 0 exactly when ``rho`` is symmetric decreasing in the
+        grid sense of the module docstring. It is the distance to the nearest
+        symmetric decreasing density *with the same values*, so an upper bound
+        for the distance to the set of all symmetric decreasing densities.
+
+    Notes
+    -----
+    Every one of the M centres is tried with both tie rules, so the cost is
+    O(M**2) per density.
+    """
+    _check_grid(grid)
+    rho = validation.density("rho", rho, grid.M)
+    if norm not in NORMS:
+        raise ValueError(f"norm = {norm!r} is invalid: expected one of {NORMS}")
+
+    # candidates[s, c]: the rearrangement centred at cell c, right-first (s = 0)
+    # or mirrored, left-first (s = 1); row c of a circulant index table rolls
+    # the centred rearrangement to centre c
+    centred = rearrange(grid, rho, 0)
+    mirrored = np.roll(centred[::-1], 1)
+    shifts = (np.arange(grid.M)[None, :] - np.arange(grid.M)[:, None]) % grid.M
+    candidates = np.stack([centred[shifts], mirrored[shifts]])
+
+    difference = np.abs(candidates - rho[None, None, :])
+    if norm == "l1":
+        distances = np.sum(difference, axis=-1) / np.sum(rho)
+    else:
+        distances = np.max(difference, axis=-1) / np.max(rho)
+    side, centre = np.unravel_index(int(np.argmin(distances)), distances.shape)
+    return SymmetryCheck(float(distances[side, centre]), int(centre), bool(side == 1), norm)
+
+
+def is_symmetric_decreasing(grid, rho, tolerance, norm="l1"):
+    """Return whether :func:`symmetric_decreasing_violation` of ``rho`` is at most ``tolerance``."""
+    tolerance = validation.in_interval("tolerance", tolerance, 0.0, math.inf, closed_low=True)
+    return symmetric_decreasing_violation(grid, rho, norm).violation <= tolerance
+
+
+def random_density(grid, rng, kind):
+    """Return a random probability density on ``grid`` of the family ``kind``.
+
+    Parameters
+    ----------
+    grid : Grid
+    rng : numpy.random.Generator
+    kind : {"multi_bump", "noise", "asymmetric"}
+        ``"multi_bump"``: 1 to MAX_RANDOM_BUMPS periodic Gaussian bumps with
+        random centres, masses and widths (2 cells to L/8, or to 4 cells on
+        grids coarser than 32 cells).
+        ``"noise"``: the exponential of a random Fourier series (modes 1..M/4
+        with amplitudes decaying like 1/k), a rough positive field.
+        ``"asymmetric"``: one or two lopsided bumps, steep on one side and
+        slow on the other, so no translate is symmetric.
+
+    Returns
+    -------
+    ndarray, shape (M,)
+        Cell values with mass 1 and a floor of RANDOM_FLOOR/L in every cell.
+    """
+    _check_grid(grid)
+    if kind not in DENSITY_KINDS:
+        raise ValueError(f"kind = {kind!r} is invalid: expected one of {DENSITY_KINDS}")
+    L, x = grid.L, grid.x
+
+    if kind == "multi_bump":
+        values = np.zeros(grid.M)
+        for _ in range(rng.integers(1, MAX_RANDOM_BUMPS + 1)):
+            width = rng.uniform(2.0 * grid.dx, max(L / 8.0, 4.0 * grid.dx))
+            offset = grid.minimal_image(x - rng.uniform(0.0, L))
+            values += rng.uniform(0.1, 1.0) * np.exp(-0.5 * (offset / width) ** 2) / width
+    elif kind == "noise":
+        modes = np.arange(1, max(2, grid.M // 4) + 1)
+        amplitudes = rng.normal(size=modes.size) / modes
+        phases = rng.uniform(0.0, 2.0 * np.pi, size=modes.size)
+        field = np.sum(amplitudes[:, None] * np.cos(2.0 * np.pi * np.outer(modes, x) / L + phases[:, None]), axis=0)
+        values = np.exp(rng.uniform(0.5, 3.0) * field / max(np.max(np.abs(field)), 1e-300))
+    else:
+        values = np.zeros(grid.M)
+        for _ in range(rng.integers(1, 3)):
+            steep = rng.uniform(grid.dx, max(L / 20.0, 2.0 * grid.dx))
+            slow = rng.uniform(3.0, 8.0) * steep
+            offset = grid.minimal_image(x - rng.uniform(0.0, L))
+            # a steep exponential flank on the left and a slow one on the right
+            values += rng.uniform(0.2, 1.0) * np.where(offset < 0.0, np.exp(-np.abs(offset) / steep),
+                                                       np.exp(-offset / slow))
+
+    values = values / grid.integrate(values)
+    return (1.0 - RANDOM_FLOOR) * values + RANDOM_FLOOR / L
+
+
+def random_densities(grid, n, seed, kinds=DENSITY_KINDS):
+    """Return ``n`` random densities, cycling through ``kinds``, and the kind of each.
+
+    Returns
+    -------
+    rho : ndarray, shape (n, M)
+    kind : ndarray of str, shape (n,)
+    """
+    n = validation.integer_at_least("n", n, 1)
+    kinds = tuple(kinds)
+    if not kinds or any(kind not in DENSITY_KINDS for kind in kinds):
+        raise ValueError(f"kinds = {kinds!r} is invalid: expected a non-empty selection of {DENSITY_KINDS}")
+    rng = np.random.default_rng(seed)
+    labels = np.array([kinds[index % len(kinds)] for index in range(n)])
+    return np.array([random_density(grid, rng, kind) for kind in labels]), labels
