@@ -45,6 +45,7 @@ import logging
 import math
 
 import numpy as np
+from scipy.special import xlogy
 
 from . import validation
 from .grid import Convolution, Grid
@@ -333,3 +334,107 @@ def random_densities(grid, n, seed, kinds=DENSITY_KINDS):
     rng = np.random.default_rng(seed)
     labels = np.array([kinds[index % len(kinds)] for index in range(n)])
     return np.array([random_density(grid, rng, kind) for kind in labels]), labels
+
+
+@dataclasses.dataclass(frozen=True)
+class Relaxation:
+    """A density relaxed by :func:`relax`, with the cost and the state of the iteration."""
+
+    rho: np.ndarray
+    """Final density, shape (M,), mass 1."""
+    free_energy: float
+    """``beta**-1 * integral rho log rho - I(rho)/2`` at ``rho``."""
+    residual: float
+    """``max |rho - exp(-beta W * rho)/Z| / max rho``, 0 at a stationary state."""
+    converged: bool
+    """Whether ``residual <= tol`` was reached within ``max_iter`` iterations."""
+    iterations: int
+
+
+# Smallest step tried by the backtracking line search in relax; below it the
+# free energy no longer decreases measurably and the iteration stops.
+_SMALLEST_STEP = 1e-8
+
+
+def _grid_free_energy(grid, rho, convolution, beta):
+    entropy = float(np.sum(xlogy(rho, rho)) * grid.dx / beta)
+    return entropy + 0.5 * float(np.sum(rho * convolution(rho)) * grid.dx)
+
+
+def _gibbs_map(grid, rho, convolution, beta):
+    """Return ``exp(-beta W * rho) / Z``, shifted before exp so that it cannot overflow."""
+    exponent = -beta * convolution(rho)
+    values = np.exp(exponent - exponent.max())
+    return values / grid.integrate(values)
+
+
+def relax(grid, convolution, beta, rho0, *, tol=1e-11, max_iter=20000):
+    r"""Relax ``rho0`` to a stationary state by a damped fixed-point iteration that lowers F.
+
+    Each step moves ``rho`` towards :math:`T(\rho) = e^{-\beta W * \rho}/Z`,
+    :math:`\rho \leftarrow (1 - \theta)\rho + \theta T(\rho)`, with the largest
+    :math:`\theta \in \{1, 1/2, 1/4, \dots\}` that lowers the free energy. The
+    direction is a descent direction, since
+    :math:`\tfrac{d}{d\theta} F = \beta^{-1}\int (\log\rho - \log T(\rho))(T(\rho) - \rho) \le 0`
+    at :math:`\theta = 0`, so F decreases monotonically.
+
+    It needs only a convolution, so it also runs with kernels that no
+    :class:`~mvlib.Model` accepts, such as the periodisation of a potential
+    whose range exceeds ``L/2``. For the potentials a Model accepts, prefer
+    ``mvlib.stationary.solve`` (Newton, much faster near a solution) and
+    ``mvlib.pde.solve`` (the dynamics).
+
+    Parameters
+    ----------
+    grid : Grid
+    convolution : Convolution
+        ``rho -> W * rho`` on ``grid``.
+    beta : float
+        Inverse temperature, > 0.
+    rho0 : array_like, shape (M,)
+        Starting density; renormalised to mass 1.
+    tol : float
+        Stop once the relative residual of the fixed-point equation is at most ``tol``.
+    max_iter : int
+        Most iterations.
+
+    Returns
+    -------
+    Relaxation
+
+    Notes
+    -----
+    NOTE: convergence is linear and slow near a weakly stable state; a state
+    that has not converged is returned with ``converged = False``, not raised.
+    """
+    _check_grid(grid)
+    convolution = _as_convolution(grid, convolution)
+    beta = validation.positive("beta", beta)
+    tol = validation.positive("tol", tol)
+    max_iter = validation.integer_at_least("max_iter", max_iter, 1)
+    rho = grid.normalize(rho0)
+
+    energy = _grid_free_energy(grid, rho, convolution, beta)
+    residual = math.inf
+    iterations = 0
+    while iterations < max_iter:
+        target = _gibbs_map(grid, rho, convolution, beta)
+        residual = float(np.max(np.abs(target - rho)) / np.max(rho))
+        if residual <= tol:
+            break
+        iterations += 1
+
+        # backtracking: halve the step until the free energy does not increase
+        step = 1.0
+        while step >= _SMALLEST_STEP:
+            trial = (1.0 - step) * rho + step * target
+            trial_energy = _grid_free_energy(grid, trial, convolution, beta)
+            if trial_energy <= energy:
+                break
+            step *= 0.5
+        if step < _SMALLEST_STEP:
+            _logger.info("relax: no step lowers F after %d iterations (residual %.3g)", iterations, residual)
+            break
+        rho, energy = trial, trial_energy
+
+    return Relaxation(rho, energy, residual, residual <= tol, iterations)
