@@ -252,3 +252,40 @@ def test_random_densities_reproducible():
     first, _ = rearrangement.random_densities(grid, 9, seed=3)
     second, _ = rearrangement.random_densities(grid, 9, seed=3)
     assert np.array_equal(first, second)
+
+
+def test_relax_reaches_stationary_state(rng):
+    grid = mvlib.Grid(1.0, 64)
+    convolution = grid.convolution(mvlib.HegselmannKrause(400.0, 0.2))
+    start = rearrangement.random_density(grid, rng, "multi_bump")
+    result = rearrangement.relax(grid, convolution, 1.0, start, tol=1e-10)
+    exponent = -convolution(result.rho)
+    gibbs = np.exp(exponent - exponent.max())
+    gibbs /= grid.integrate(gibbs)
+    assert result.converged
+    assert np.max(np.abs(result.rho - gibbs)) <= 1e-9 * np.max(result.rho)
+    assert grid.integrate(result.rho) == pytest.approx(1.0, rel=ROUND_OFF)
+
+
+def test_relax_lowers_free_energy(rng):
+    grid = mvlib.Grid(1.0, 64)
+    model = mvlib.Model(mvlib.HegselmannKrause(400.0, 0.2))
+    start = rearrangement.random_density(grid, rng, "noise")
+    result = rearrangement.relax(grid, grid.convolution(model.potential), model.beta, start, max_iter=50)
+    assert result.free_energy <= mvlib.free_energy(model, grid, start).total
+    assert result.free_energy == pytest.approx(mvlib.free_energy(model, grid, result.rho).total, rel=ROUND_OFF)
+
+
+def test_relax_weak_interaction_uniform(rng):
+    # gamma = 5 is far below gamma_sharp (about 44 for ell = 0.2), where every start relaxes to uniform
+    grid = mvlib.Grid(1.0, 64)
+    convolution = grid.convolution(mvlib.HegselmannKrause(5.0, 0.2))
+    result = rearrangement.relax(grid, convolution, 1.0, rearrangement.random_density(grid, rng, "asymmetric"))
+    assert result.converged
+    assert np.max(np.abs(result.rho - grid.uniform)) <= 1e-9
+
+
+def test_relax_bad_beta_raises():
+    grid = mvlib.Grid(1.0, 64)
+    with pytest.raises(ValueError, match="beta"):
+        rearrangement.relax(grid, grid.convolution(mvlib.Kuramoto(1.0)), 0.0, grid.uniform)
