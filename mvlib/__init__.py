@@ -10,7 +10,7 @@ Symbols follow the book's conventions: ``L`` torus length, ``M`` grid cells,
 """
 
 from . import _jit  # sets numba's cache folder before anything is compiled
-from . import cache, claims, energy, profiles, stability, validation
+from . import cache, claims, energy, profiles, stability, stationary, validation
 from . import rearrangement
 from .claims import ClaimFailed, ClaimLedger
 from .energy import FreeEnergy, free_energy, particle_interaction_energy, uniform_free_energy
@@ -44,6 +44,7 @@ __all__ = [
     "profiles",
     "rearrangement",
     "stability",
+    "stationary",
     "uniform_free_energy",
     "validation",
 ]
