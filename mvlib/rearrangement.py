@@ -43,6 +43,7 @@ set of translates and mirror images.
 import dataclasses
 import logging
 import math
+import time
 
 import numpy as np
 from scipy.special import xlogy
@@ -438,3 +439,161 @@ def relax(grid, convolution, beta, rho0, *, tol=1e-11, max_iter=20000):
         rho, energy = trial, trial_energy
 
     return Relaxation(rho, energy, residual, residual <= tol, iterations)
+
+
+# A state whose relative oscillation (max - min)/max is below this is counted
+# as the uniform state: Newton-converged uniform states sit at round-off,
+# while the weakest cluster state on the grids of the book is above 1e-2.
+UNIFORM_TOLERANCE = 1e-6
+
+
+def count_clusters(grid, rho):
+    """Return the number of clusters of a grid density: 0 for the uniform state.
+
+    A cluster is a maximal arc of cells, taken circularly, on which ``rho``
+    exceeds the uniform value ``1/L`` (the mean). A density whose relative
+    oscillation ``(max - min)/max`` is below UNIFORM_TOLERANCE is uniform.
+    The count does not depend on where the torus is cut.
+
+    NOTE: two clusters closer than their width, with no dip below 1/L between
+    them, count as one. In the stationary cluster states of the book the
+    density between clusters is exponentially small, far below 1/L.
+    """
+    _check_grid(grid)
+    rho = validation.density("rho", rho, grid.M)
+    if (rho.max() - rho.min()) / rho.max() < UNIFORM_TOLERANCE:
+        return 0
+    above = rho > 1.0 / grid.L
+    # an arc starts at every cell above the mean whose left neighbour is not
+    return int(np.count_nonzero(above & ~np.roll(above, 1)))
+
+
+def stationary_residual(model, grid, rho, convolution=None):
+    """Return the residual of ``rho = exp(-beta W * rho)/Z`` in the measure of ``mvlib.stationary``.
+
+    With ``psi = beta W * rho`` it is ``max|psi - beta W * (exp(-psi)/Z)| / (1 + max|psi|)``,
+    the error in ``log rho`` relative to the size of ``psi``, so states from
+    :func:`relax` and from Newton's method are compared on one scale.
+    """
+    from . import stationary
+
+    rho = grid.normalize(rho)
+    if convolution is None:
+        convolution = grid.convolution(model.potential)
+    psi = model.beta * convolution(rho)
+    return stationary.relative_residual(psi, psi - model.beta * convolution(_gibbs_map(grid, rho, convolution, model.beta)))
+
+
+@dataclasses.dataclass
+class MinimizerSearch:
+    """Stationary states reached from random starts, one row per start."""
+
+    gamma: float
+    kind: np.ndarray
+    """Family of the start, shape (n,), see :func:`random_density`."""
+    rho: np.ndarray
+    """Final states, shape (n, M)."""
+    free_energy: np.ndarray
+    """Free energy of each final state, shape (n,)."""
+    n_clusters: np.ndarray
+    """:func:`count_clusters` of each final state, shape (n,)."""
+    violation: np.ndarray
+    """:func:`symmetric_decreasing_violation` (L1) of each final state, shape (n,)."""
+    residual: np.ndarray
+    """:func:`stationary_residual` of each final state, shape (n,)."""
+    converged: np.ndarray
+    """Whether the residual is at most the search's ``tol``, shape (n,) bool."""
+    newton_converged: np.ndarray
+    """Whether Newton's method itself reached ``tol``, shape (n,) bool."""
+    descent_iterations: np.ndarray
+    """Iterations of the descent before Newton, shape (n,)."""
+    wall_time: float
+
+    def lowest(self):
+        """Return the index of the converged state with the lowest free energy."""
+        candidates = np.flatnonzero(self.converged)
+        if candidates.size == 0:
+            raise ValueError("no state converged: the search has no lowest stationary state")
+        return int(candidates[np.argmin(self.free_energy[candidates])])
+
+
+def search_minimizers(model, grid, n_starts, seed, *, kinds=DENSITY_KINDS, descent_tol=1e-6,
+                      descent_max_iter=5000, tol=1e-9, newton_max_iter=4):
+    """Take random starts to stationary states and record what each one reached.
+
+    Each start from :func:`random_densities` first descends the free energy
+    with :func:`relax` until its fixed-point residual is below
+    ``descent_tol``, which selects a basin of attraction as a gradient method
+    does. Newton's method (``mvlib.stationary.solve``) then polishes the
+    state; if it stops short of ``tol``, the descent continues from the
+    better of the two states. A state counts as converged when its
+    :func:`stationary_residual` is at most ``tol``. Every state is classified
+    by :func:`count_clusters` and :func:`symmetric_decreasing_violation`.
+
+    Parameters
+    ----------
+    model : Model
+    grid : Grid
+        Must have the torus length of ``model`` and resolve its range.
+    n_starts : int
+        Number of random starts, >= 1.
+    seed : int
+        Seed of the random starts.
+    kinds : sequence of str
+        Density families cycled through, see :func:`random_density`.
+    descent_tol, descent_max_iter : float, int
+        Stopping rule of the descent.
+    tol : float
+        Residual at which a state counts as stationary, in (0, 1).
+    newton_max_iter : int
+        Most Newton iterations per start.
+
+    Returns
+    -------
+    MinimizerSearch
+
+    Notes
+    -----
+    NOTE: the descent is the damped fixed-point iteration of :func:`relax`,
+    not the PDE. Both lower F monotonically, but their basins of attraction
+    need not coincide, so the share of starts ending in each state is a
+    property of this descent, not of the PDE.
+    """
+    from . import stationary
+    from .energy import check_grid, free_energy
+
+    check_grid(model, grid)
+    tol = validation.in_interval("tol", tol, 0.0, 1.0)
+    starts, labels = random_densities(grid, n_starts, seed, kinds)
+    convolution = grid.convolution(model.potential)
+    n = starts.shape[0]
+    rho = np.empty_like(starts)
+    energy, residual, violation = np.empty(n), np.empty(n), np.empty(n)
+    clusters, iterations = np.empty(n, dtype=int), np.empty(n, dtype=int)
+    newton_converged = np.empty(n, dtype=bool)
+
+    started = time.perf_counter()
+    for index in range(n):
+        descent = relax(grid, convolution, model.beta, starts[index], tol=descent_tol, max_iter=descent_max_iter)
+        state = stationary.solve(model, grid, descent.rho, tol=tol, max_iter=newton_max_iter)
+        newton_converged[index] = state.converged
+        final = state.rho
+        if not state.converged:
+            # Newton stalled (for instance on a very narrow cluster): continue
+            # the descent from whichever state has the smaller residual
+            better = min((descent.rho, state.rho), key=lambda r: stationary_residual(model, grid, r, convolution))
+            final = relax(grid, convolution, model.beta, better, tol=descent_tol * 1e-3, max_iter=descent_max_iter).rho
+            if stationary_residual(model, grid, final, convolution) > stationary_residual(model, grid, better, convolution):
+                final = better
+        rho[index] = final
+        residual[index] = stationary_residual(model, grid, final, convolution)
+        energy[index] = free_energy(model, grid, final, convolution).total
+        iterations[index] = descent.iterations
+        clusters[index] = count_clusters(grid, final)
+        violation[index] = symmetric_decreasing_violation(grid, final).violation
+    wall_time = time.perf_counter() - started
+    converged = residual <= tol
+    _logger.info("minimizer search at gamma = %g: %d starts, %d converged, %.1f s",
+                 model.gamma, n, int(converged.sum()), wall_time)
+    return MinimizerSearch(model.gamma, labels, rho, energy, clusters, violation, residual, converged,
+                           newton_converged, iterations, wall_time)
