@@ -1,0 +1,374 @@
+"""Tests of the implicit finite-volume solver of the mean-field PDE."""
+
+import math
+
+import numpy as np
+import pytest
+
+import mvlib
+from mvlib import pde
+
+ELL = 0.1
+
+
+def hk_model(gamma, ell=ELL, beta=1.0):
+    return mvlib.Model(mvlib.HegselmannKrause(gamma, ell), L=1.0, beta=beta)
+
+
+def perturbed_uniform(grid, amplitude=0.05, modes=(1, 2, 3, 5)):
+    """The uniform density plus a fixed sum of cosines, positive and of mass 1."""
+    x = grid.x
+    rho = np.ones(grid.M)
+    for k in modes:
+        rho += amplitude * np.cos(2 * np.pi * k * x / grid.L + 0.3 * k)
+    return grid.normalize(rho)
+
+
+def two_clusters(grid, gamma, lighter=0.45, ell=ELL):
+    """Gaussian clusters at 0.25 and 0.75 with the variances ell/(gamma m)."""
+    rho = np.zeros(grid.M)
+    for centre, mass in ((0.25, lighter), (0.75, 1 - lighter)):
+        sigma = math.sqrt(ell / (gamma * mass))
+        offset = grid.minimal_image(grid.x - centre)
+        rho += mass * np.exp(-0.5 * (offset / sigma) ** 2) / sigma
+    return grid.normalize(rho)
+
+
+# ---------------------------------------------------------- Bernoulli ----
+
+
+def test_bernoulli_at_zero():
+    assert pde.bernoulli(0.0) == 1.0
+    assert pde.bernoulli_derivative(0.0) == -0.5
+
+
+def test_bernoulli_matches_closed_form():
+    # away from 0 and from overflow, z/expm1(z) is accurate to a few ulps
+    for z in np.concatenate([-np.logspace(-2, 2.5, 40), np.logspace(-2, 2.5, 40)]):
+        assert pde.bernoulli(z) == pytest.approx(z / math.expm1(z), rel=1e-14)
+
+
+def test_bernoulli_series_is_continuous():
+    # the series and the closed form meet at the switch point to round-off
+    edge = pde.BERNOULLI_SERIES_BELOW
+    for z in (edge * (1 - 1e-9), -edge * (1 - 1e-9)):
+        assert pde.bernoulli(z) == pytest.approx(z / math.expm1(z), rel=1e-15)
+
+
+def test_bernoulli_reflection_identity():
+    # B(-z) = B(z) + z is what makes the flux vanish on a Gibbs state
+    for z in (1e-8, 1e-3, 0.5, 3.0, 30.0, 300.0):
+        assert pde.bernoulli(-z) - pde.bernoulli(z) == pytest.approx(z, rel=1e-14)
+
+
+def test_bernoulli_large_arguments():
+    # no overflow (the test runs with floating-point errors raising) and the limits
+    assert pde.bernoulli(1e4) == 0.0
+    assert pde.bernoulli(-1e4) == 1e4
+    assert pde.bernoulli(800.0) == 0.0
+    assert pde.bernoulli(-800.0) == pytest.approx(800.0, rel=1e-15)
+    assert pde.bernoulli(40.0) == pytest.approx(40.0 * math.exp(-40.0), rel=1e-14)
+
+
+def test_bernoulli_derivative_by_differences():
+    for z in (-50.0, -2.0, -0.02, -0.005, 0.003, 0.02, 1.0, 7.0, 60.0):
+        step = 1e-5 * max(1.0, abs(z))
+        difference = (pde.bernoulli(z + step) - pde.bernoulli(z - step)) / (2 * step)
+        assert pde.bernoulli_derivative(z) == pytest.approx(difference, rel=1e-7, abs=1e-20)
+
+
+# ----------------------------------------------------- well-balancing ----
+
+
+def gibbs_setup(amplitude, M=200, beta=1.0):
+    """A frozen potential and its Gibbs state; the state spans about exp(-2.8 amplitude)..1.
+
+    With M = 200 the cell Peclet numbers reach about 0.05 amplitude.
+    """
+    x = (np.arange(M) + 0.5) / M
+    phi = amplitude * (np.cos(2 * np.pi * x) + 0.4 * np.sin(6 * np.pi * x))
+    gibbs = np.exp(-beta * (phi - phi.min()))
+    return phi, gibbs
+
+
+@pytest.mark.parametrize("amplitude", [1.0, 30.0, 250.0])
+def test_gibbs_state_has_zero_flux(amplitude):
+    phi, gibbs = gibbs_setup(amplitude)
+    forward, backward, divergence = np.empty(phi.size), np.empty(phi.size), np.empty(phi.size)
+    pde._face_coefficients(phi, 1.0, 1.0, forward, backward)
+    pde._flux_divergence(forward, backward, gibbs, divergence)
+    # each face flux is a difference of two terms of size B(z) rho: compare to
+    # them. exp(-beta phi) itself carries a relative error of eps*|beta phi|
+    # from rounding phi, so round-off here is a few eps*(1 + max |beta phi|).
+    scale = np.maximum(forward * gibbs, backward * np.roll(gibbs, -1))
+    roundoff = 16 * np.finfo(float).eps * (1 + np.abs(phi).max())
+    assert np.all(np.abs(divergence) <= roundoff * (scale + np.roll(scale, 1)))
+
+
+@pytest.mark.parametrize("amplitude", [1.0, 30.0, 250.0])
+def test_gibbs_state_is_fixed_by_step(amplitude):
+    # one backward-Euler step with the potential frozen, at a very large step
+    phi, gibbs = gibbs_setup(amplitude)
+    M = phi.size
+    forward, backward, out = np.empty(M), np.empty(M), np.empty(M)
+    work = [np.empty(M) for _ in range(3)]
+    pde._face_coefficients(phi, 1.0, 1e6 * M**2, forward, backward)
+    pde._solve_step_matrix(forward, backward, gibbs, out, *work)
+    roundoff = 16 * np.finfo(float).eps * (1 + np.abs(phi).max())
+    assert np.max(np.abs(out / gibbs - 1)) < roundoff
+
+
+def test_step_matrix_solve_matches_dense(rng):
+    M = 12
+    forward, backward, rhs = rng.random(M) * 5, rng.random(M) * 500, rng.random(M)
+    dense = np.eye(M)
+    for i in range(M):
+        dense[i, i] += forward[i] + backward[i - 1]
+        dense[i, (i + 1) % M] -= backward[i]
+        dense[i, (i - 1) % M] -= forward[i - 1]
+    out, work = np.empty(M), [np.empty(M) for _ in range(3)]
+    pde._solve_step_matrix(forward, backward, rhs, out, *work)
+    assert np.allclose(out, np.linalg.solve(dense, rhs), rtol=1e-13, atol=0)
+
+
+def test_step_matrix_keeps_tiny_values_positive():
+    # huge step, density spanning 300 orders of magnitude: every entry stays > 0
+    phi, gibbs = gibbs_setup(250.0)
+    M = phi.size
+    rhs = gibbs[::-1].copy()
+    forward, backward, out = np.empty(M), np.empty(M), np.empty(M)
+    work = [np.empty(M) for _ in range(3)]
+    pde._face_coefficients(phi, 1.0, 1e10, forward, backward)
+    pde._solve_step_matrix(forward, backward, rhs, out, *work)
+    assert np.all(out > 0)
+    assert abs(out.sum() / rhs.sum() - 1) < 1e-13
+
+
+# ------------------------------------------------ conservation along runs ----
+
+
+@pytest.fixture(scope="module")
+def clustering_run():
+    """Clusters forming from a perturbed uniform state (gamma = 2 gamma_sharp)."""
+    model = hk_model(1.0)
+    model = model.with_gamma(2 * mvlib.gamma_sharp(model))
+    grid = mvlib.Grid(1.0, 128)
+    with np.errstate(all="raise", under="ignore"):
+        result = pde.solve(model, grid, perturbed_uniform(grid), 0.5, t_eval=np.linspace(0.05, 0.5, 10))
+    return model, grid, result
+
+
+def test_run_finishes(clustering_run):
+    _, _, result = clustering_run
+    assert result.status == "finished"
+    assert result.t[-1] == 0.5
+
+
+def test_run_forms_clusters(clustering_run):
+    _, grid, result = clustering_run
+    assert result.rho[-1].max() > 5.0 / grid.L
+
+
+def test_mass_conserved(clustering_run):
+    _, grid, result = clustering_run
+    masses = result.rho.sum(axis=1) * grid.dx
+    assert np.max(np.abs(masses - 1.0)) < 1e-13
+
+
+def test_density_positive(clustering_run):
+    _, _, result = clustering_run
+    assert np.all(result.rho > 0)
+
+
+def test_free_energy_non_increasing(clustering_run):
+    _, _, result = clustering_run
+    increments = np.diff(result.trace_free_energy)
+    scale = np.abs(result.trace_free_energy).max()
+    assert np.all(increments <= 1e-12 * scale)
+
+
+def test_free_energy_trace_matches_energy_module(clustering_run):
+    model, grid, result = clustering_run
+    final = mvlib.free_energy(model, grid, result.rho[-1]).total
+    assert result.trace_free_energy[-1] == pytest.approx(final, rel=1e-12)
+
+
+def test_output_times_hit_exactly(clustering_run):
+    _, _, result = clustering_run
+    assert np.array_equal(result.t, np.linspace(0.05, 0.5, 10))
+
+
+def test_huge_steps_stay_positive():
+    # the loosest tolerance and a first step of 1e4: the steps are enormous
+    model = hk_model(600.0)
+    grid = mvlib.Grid(1.0, 96)
+    result = pde.solve(model, grid, perturbed_uniform(grid, 0.2), 1e5, rtol=0.1, dt_initial=1e4)
+    assert result.status == "finished"
+    assert np.all(result.rho > 0)
+    assert abs(result.rho[-1].sum() * grid.dx - 1) < 1e-13
+    assert np.all(np.diff(result.trace_free_energy) <= 1e-12 * np.abs(result.trace_free_energy).max())
+
+
+# ----------------------------------------------------------- accuracy ----
+
+
+def decay_rate(M, k=1, t_final=0.002, rtol=1e-9):
+    """Measured decay rate of the Fourier mode k of the heat equation (gamma = 0).
+
+    With rtol = 1e-9 backward Euler's relative error in the rate is about 3e-5,
+    below the spatial error (q dx)**2/12 on every grid used here.
+    """
+    model = hk_model(0.0, ell=0.4)
+    grid = mvlib.Grid(1.0, M)
+    q = 2 * np.pi * k
+    # exact cell averages of 1 + 0.5 cos(q x)
+    edges = np.arange(M + 1) * grid.dx
+    rho0 = 1 + 0.5 * np.diff(np.sin(q * edges)) / (q * grid.dx)
+    result = pde.solve(model, grid, rho0, t_final, rtol=rtol)
+    amplitude = lambda rho: 2 * abs(np.fft.rfft(rho)[k]) / M  # noqa: E731
+    return -math.log(amplitude(result.rho[-1]) / amplitude(rho0)) / t_final
+
+
+def test_heat_mode_decays_at_exact_rate():
+    exact = (2 * np.pi) ** 2  # q_1**2 / beta
+    assert decay_rate(128) == pytest.approx(exact, rel=5e-4)
+
+
+def test_heat_mode_second_order_in_dx():
+    exact = (2 * np.pi) ** 2
+    errors = [abs(decay_rate(M) - exact) for M in (24, 48, 96)]
+    orders = np.log2(np.array(errors[:-1]) / np.array(errors[1:]))
+    assert np.all(np.abs(orders - 2.0) < 0.15)
+
+
+def test_time_error_shrinks_with_rtol():
+    # backward Euler: the time error at a fixed grid falls as the tolerance does
+    exact_discrete = decay_rate(24, rtol=1e-9)
+    errors = [abs(decay_rate(24, rtol=rtol) - exact_discrete) for rtol in (1e-3, 1e-5)]
+    assert errors[1] < 0.2 * errors[0]
+
+
+# ------------------------------------------------------ stop conditions ----
+
+
+def test_cluster_masses_two_clusters():
+    grid = mvlib.Grid(1.0, 400)
+    rho = two_clusters(grid, 500.0)
+    masses = pde.grid_cluster_masses(grid, rho, 0.01)
+    assert masses == pytest.approx([0.45, 0.55], abs=1e-9)
+
+
+def test_cluster_masses_independent_of_cut():
+    grid = mvlib.Grid(1.0, 400)
+    rho = two_clusters(grid, 500.0)
+    reference = np.sort(pde.grid_cluster_masses(grid, rho, 0.01))
+    for shift in (1, 50, 99, 100, 101, 250, 399):
+        shifted = np.sort(pde.grid_cluster_masses(grid, np.roll(rho, shift), 0.01))
+        assert shifted == pytest.approx(reference, rel=1e-12)
+
+
+def test_cluster_masses_edge_cases():
+    grid = mvlib.Grid(1.0, 64)
+    assert pde.grid_cluster_masses(grid, grid.uniform, 2.0).size == 0
+    assert pde.grid_cluster_masses(grid, grid.uniform, 0.5) == pytest.approx([1.0])
+
+
+def test_lighter_cluster_empties_and_stops():
+    model = hk_model(400.0)
+    grid = mvlib.Grid(1.0, 128)
+    stop = pde.mass_below(grid, 1e-3)
+    result = pde.solve(model, grid, two_clusters(grid, 400.0), 100.0, stop=stop, rtol=1e-4)
+    assert result.status == "stopped"
+    assert 0 < result.t_stop < 100.0
+    assert result.t[-1] == result.t_stop
+    assert stop.masses.size == 1 or stop.masses.min() < 1e-3
+
+
+def test_max_steps_reports_failure():
+    model = hk_model(400.0)
+    grid = mvlib.Grid(1.0, 128)
+    result = pde.solve(model, grid, two_clusters(grid, 400.0), 100.0, max_steps=3)
+    assert result.status == "failed"
+    assert "max_steps" in result.message
+    assert result.n_steps == 3
+
+
+# ----------------------------------------------------------- bad input ----
+
+
+@pytest.fixture
+def small_setup():
+    model = hk_model(300.0)
+    grid = mvlib.Grid(1.0, 100)
+    return model, grid, grid.uniform
+
+
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        (lambda rho: -rho, "negative"),
+        (lambda rho: np.where(np.arange(rho.size) == 3, np.nan, rho), "non-finite"),
+        (lambda rho: np.zeros_like(rho), "zero mass"),
+        (lambda rho: rho[:-1], "shape"),
+    ],
+)
+def test_bad_density_rejected(small_setup, change, match):
+    model, grid, rho = small_setup
+    with pytest.raises(ValueError, match=match):
+        pde.solve(model, grid, change(rho), 1.0)
+
+
+def test_grid_length_mismatch_rejected(small_setup):
+    model, _, _ = small_setup
+    grid = mvlib.Grid(2.0, 200)
+    with pytest.raises(ValueError, match="grid.L"):
+        pde.solve(model, grid, grid.uniform, 1.0)
+
+
+@pytest.mark.parametrize("t_final", [0.0, -1.0, math.inf])
+def test_bad_final_time_rejected(small_setup, t_final):
+    model, grid, rho = small_setup
+    with pytest.raises(ValueError, match="t_final"):
+        pde.solve(model, grid, rho, t_final)
+
+
+@pytest.mark.parametrize(
+    "t_eval, match",
+    [
+        ([0.0, 0.5], "after the start"),
+        ([-0.5, 0.5], "after the start"),
+        ([0.5, 0.2], "increasing"),
+        ([0.5, 0.5], "increasing"),
+        ([0.5, 2.0], "t_final"),
+        ([], "non-empty"),
+    ],
+)
+def test_bad_output_times_rejected(small_setup, t_eval, match):
+    model, grid, rho = small_setup
+    with pytest.raises(ValueError, match=match):
+        pde.solve(model, grid, rho, 1.0, t_eval=t_eval)
+
+
+@pytest.mark.parametrize("rtol", [0.0, 1e-14, 0.5, math.nan])
+def test_bad_rtol_rejected(small_setup, rtol):
+    model, grid, rho = small_setup
+    with pytest.raises(ValueError, match="rtol"):
+        pde.solve(model, grid, rho, 1.0, rtol=rtol)
+
+
+def test_bad_options_rejected(small_setup):
+    model, grid, rho = small_setup
+    with pytest.raises(ValueError, match="max_steps"):
+        pde.solve(model, grid, rho, 1.0, max_steps=0)
+    with pytest.raises(ValueError, match="dt_initial"):
+        pde.solve(model, grid, rho, 1.0, dt_initial=-1.0)
+    with pytest.raises(ValueError, match="stop"):
+        pde.solve(model, grid, rho, 1.0, stop=3)
+
+
+def test_bad_stop_threshold_rejected():
+    grid = mvlib.Grid(1.0, 100)
+    with pytest.raises(ValueError, match="threshold"):
+        pde.mass_below(grid, 1.5)
+    with pytest.raises(ValueError, match="cluster_threshold"):
+        pde.mass_below(grid, 1e-3, cluster_threshold=0.0)
