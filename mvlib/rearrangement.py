@@ -28,7 +28,7 @@ The Riesz functional of an interaction potential W is
 
 so that the interaction part of the free energy is :math:`-I(\rho)/2`. The
 Riesz rearrangement inequality :math:`I(\rho^*) \ge I(\rho)` holds when
-:math:`-W` is symmetric decreasing in the circular distance; the entropy is
+:math:`-W` is symmetric decreasing in the circular distance. The entropy is
 unchanged, so then :math:`F(\rho^*) \le F(\rho)`, and a global minimizer of F
 can be sought among symmetric decreasing densities.
 
@@ -38,6 +38,13 @@ needed because the tie rule picks a side: a cluster sampled slightly left of a
 cell centre decreases in the order ``c, c-1, c+1, ...``.
 :func:`symmetric_decreasing_violation` measures how far a density is from this
 set of translates and mirror images.
+
+For the search for global minimizers, :func:`random_densities` draws random
+starts, :func:`relax` lowers the free energy by a damped fixed-point
+iteration (it needs only a convolution, so it also runs with kernels that no
+:class:`~mvlib.Model` accepts), :func:`count_clusters` classifies a state and
+:func:`search_minimizers` combines them with Newton's method of
+:mod:`mvlib.stationary`.
 """
 
 import dataclasses
@@ -245,9 +252,9 @@ def symmetric_decreasing_violation(grid, rho, norm="l1"):
     if norm not in NORMS:
         raise ValueError(f"norm = {norm!r} is invalid: expected one of {NORMS}")
 
-    # candidates[s, c]: the rearrangement centred at cell c, right-first (s = 0)
-    # or mirrored, left-first (s = 1); row c of a circulant index table rolls
-    # the centred rearrangement to centre c
+    # candidates[s, c] is the rearrangement centred at cell c, right-first for
+    # s = 0 and mirrored (left-first) for s = 1. Row c of the circulant index
+    # table rolls the rearrangement centred at 0 to centre c.
     centred = rearrange(grid, rho, 0)
     mirrored = np.roll(centred[::-1], 1)
     shifts = (np.arange(grid.M)[None, :] - np.arange(grid.M)[:, None]) % grid.M
@@ -397,7 +404,7 @@ def relax(grid, convolution, beta, rho0, *, tol=1e-11, max_iter=20000):
     tol : float
         Stop once the relative residual of the fixed-point equation is at most ``tol``.
     max_iter : int
-        Most iterations.
+        Maximum number of iterations.
 
     Returns
     -------

@@ -289,3 +289,56 @@ def test_relax_bad_beta_raises():
     grid = mvlib.Grid(1.0, 64)
     with pytest.raises(ValueError, match="beta"):
         rearrangement.relax(grid, grid.convolution(mvlib.Kuramoto(1.0)), 0.0, grid.uniform)
+
+
+def test_count_clusters_cases():
+    grid = mvlib.Grid(1.0, 128)
+    assert rearrangement.count_clusters(grid, grid.uniform) == 0
+    assert rearrangement.count_clusters(grid, _bump(grid, 0.3, 0.03)) == 1
+    assert rearrangement.count_clusters(grid, grid.normalize(_bump(grid, 0.2, 0.03) + _bump(grid, 0.7, 0.03))) == 2
+
+
+def test_count_clusters_across_boundary():
+    # a cluster cut by the end of the interval is one cluster, wherever the torus is cut
+    grid = mvlib.Grid(1.0, 128)
+    rho = grid.normalize(_bump(grid, 0.0, 0.03) + _bump(grid, 0.5, 0.03))
+    for shift in (0, 1, 17, 64):
+        assert rearrangement.count_clusters(grid, np.roll(rho, shift)) == 2
+
+
+def test_stationary_residual_small_at_solution(rng):
+    grid = mvlib.Grid(1.0, 64)
+    model = mvlib.Model(mvlib.HegselmannKrause(400.0, 0.2))
+    result = rearrangement.relax(grid, grid.convolution(model.potential), model.beta,
+                                 rearrangement.random_density(grid, rng, "multi_bump"), tol=1e-11)
+    assert rearrangement.stationary_residual(model, grid, result.rho) <= 1e-10
+    assert rearrangement.stationary_residual(model, grid, _bump(grid, 0.5, 0.2)) > 1e-3
+
+
+def test_search_minimizers_records_states():
+    # gamma = 400 is far above gamma_sharp (about 44 for ell = 0.2): one cluster wins
+    grid = mvlib.Grid(1.0, 64)
+    model = mvlib.Model(mvlib.HegselmannKrause(400.0, 0.2))
+    search = rearrangement.search_minimizers(model, grid, 6, seed=2)
+    lowest = search.lowest()
+    assert search.rho.shape == (6, 64)
+    assert np.all(search.converged)
+    assert search.n_clusters[lowest] == 1
+    assert search.violation[lowest] <= 1e-10
+    assert search.free_energy[lowest] < mvlib.uniform_free_energy(model)
+    assert search.kind.tolist() == ["multi_bump", "noise", "asymmetric"] * 2
+
+
+def test_search_minimizers_weak_uniform():
+    grid = mvlib.Grid(1.0, 64)
+    model = mvlib.Model(mvlib.HegselmannKrause(5.0, 0.2))
+    search = rearrangement.search_minimizers(model, grid, 3, seed=2)
+    assert np.all(search.n_clusters == 0)
+    assert np.allclose(search.free_energy, mvlib.uniform_free_energy(model), rtol=1e-12, atol=1e-12)
+
+
+def test_search_minimizers_bad_tol_raises():
+    grid = mvlib.Grid(1.0, 64)
+    model = mvlib.Model(mvlib.HegselmannKrause(5.0, 0.2))
+    with pytest.raises(ValueError, match="tol"):
+        rearrangement.search_minimizers(model, grid, 3, seed=2, tol=0.0)
