@@ -202,6 +202,7 @@ def rearrangement_gap(grid, rho, interaction):
     unchanged). The gap does not depend on the centre of the rearrangement,
     because the convolution commutes with translations of the grid.
     """
+    _check_grid(grid)
     rho = _densities("rho", rho, grid.M)
     convolution = _as_convolution(grid, interaction)
     return riesz_functional(grid, rearrange(grid, rho), convolution) - riesz_functional(grid, rho, convolution)
@@ -483,7 +484,9 @@ def stationary_residual(model, grid, rho, convolution=None):
     :func:`relax` and from Newton's method are compared on one scale.
     """
     from . import stationary
+    from .energy import check_grid
 
+    check_grid(model, grid)
     rho = grid.normalize(rho)
     if convolution is None:
         convolution = grid.convolution(model.potential)
