@@ -10,7 +10,7 @@ Symbols follow the book's conventions: ``L`` torus length, ``M`` grid cells,
 """
 
 from . import _jit  # sets numba's cache folder before anything is compiled
-from . import cache, claims, clusters, energy, particles, pde, profiles, stability, stationary, validation
+from . import cache, claims, clusters, energy, particles, pde, profiles, rearrangement, stability, stationary, validation
 from .claims import ClaimFailed, ClaimLedger
 from .energy import FreeEnergy, free_energy, particle_interaction_energy, uniform_free_energy
 from .grid import Grid
@@ -44,6 +44,7 @@ __all__ = [
     "pde",
     "predicted_cluster_count",
     "profiles",
+    "rearrangement",
     "stability",
     "stationary",
     "uniform_free_energy",
