@@ -399,3 +399,27 @@ def test_stationary_state_unchanged_by_solver():
     # the state solves the fixed-point equation to ~1e-11; the solver must not move it further
     change = np.max(np.abs(result.rho[-1] - state.rho)) / np.max(state.rho)
     assert change < 1e-8
+
+
+@pytest.mark.slow
+def test_emptying_time_converges_on_refinement():
+    # Two Gaussian clusters of masses 0.45 and 0.55 at gamma = 500 (ell = 0.1):
+    # the lighter one empties near t = 36. Doubling M and tightening rtol
+    # tenfold must move that time by less than 1 %, the accuracy the
+    # coarsening experiments rely on.
+    def emptying_time(cells, rtol):
+        model = mvlib.Model(mvlib.HegselmannKrause(500.0, 0.1))
+        grid = mvlib.Grid(1.0, cells)
+        rho = np.zeros(cells)
+        for centre, mass in ((0.25, 0.45), (0.75, 0.55)):
+            sigma = np.sqrt(0.1 / (500.0 * mass))
+            rho += mass * np.exp(-0.5 * (grid.minimal_image(grid.x - centre) / sigma) ** 2) / sigma
+        result = mvlib.pde.solve(model, grid, rho, 1e4, rtol=rtol, stop=mvlib.pde.mass_below(grid, 1e-3),
+                                 progress=False)
+        assert result.status == "stopped", result.message
+        return result.t_stop
+
+    coarse = emptying_time(512, 1e-5)
+    fine = emptying_time(1024, 1e-6)
+    assert 10 < coarse < 100
+    assert abs(coarse - fine) / fine < 0.01
