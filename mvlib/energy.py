@@ -49,7 +49,17 @@ def free_energy(model, grid, rho, convolution=None):
     rho = validation.density("rho", rho, grid.M)
     if convolution is None:
         convolution = grid.convolution(model.potential)
-    entropy = float(np.sum(xlogy(rho, rho)) * grid.dx / model.beta)
+    return grid_free_energy(grid, rho, convolution, model.beta)
+
+
+def grid_free_energy(grid, rho, convolution, beta):
+    """Return the :class:`FreeEnergy` of ``rho`` for any convolution, without input checks.
+
+    The building block of :func:`free_energy` for callers that loop over many
+    densities already validated, or that use a kernel no :class:`Model` accepts
+    (a range beyond L/2, for example).
+    """
+    entropy = float(np.sum(xlogy(rho, rho)) * grid.dx / beta)
     interaction = float(0.5 * np.sum(rho * convolution(rho)) * grid.dx)
     return FreeEnergy(entropy, interaction)
 
@@ -90,6 +100,6 @@ def particle_interaction_energy(model, positions, block=2048):
         rows = x[start : start + block, None]
         displacement = (rows - x[None, :] + 0.5 * model.L) % model.L - 0.5 * model.L
         total += float(np.sum(model.potential.value(displacement)))
-    # the diagonal holds W(0) once per particle and is not an interaction
+    # the diagonal contains W(0) once per particle and is not an interaction
     total -= n * model.potential.value(0.0)
     return total / (2.0 * n * n)

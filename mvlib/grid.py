@@ -131,7 +131,7 @@ class Convolution:
     """The linear operator ``rho -> W * rho`` on a grid, applied by real FFT.
 
     Calling it on an array of shape ``(M,)`` or ``(..., M)`` returns ``W * rho``
-    at the cell centres. ``symbol`` holds its eigenvalues on the Fourier modes
+    at the cell centres. ``symbol`` contains its eigenvalues on the Fourier modes
     ``exp(2*pi*i*k*x/L)``, k = 0 .. M//2, which are real because the kernel is even.
     """
 

@@ -48,9 +48,9 @@ usual ``err**(-1/2)`` rule.
 
 A step is also rejected, and retried with half the step, when the discrete free
 energy would increase by more than round-off. Backward Euler with an implicit
-attractive interaction dissipates the free energy only for small enough steps
-(the interaction energy is concave along some directions), so this check is
-what enforces monotonicity; ``PDEResult.n_rejected`` counts these rejections
+attractive interaction dissipates the free energy only for small enough steps,
+because the interaction energy is concave along some directions. This check is
+what enforces monotonicity. ``PDEResult.n_rejected`` counts these rejections
 together with the error-test ones.
 
 The nonlinear step
@@ -706,8 +706,8 @@ def solve(model, grid, rho0, t_final, *, t_eval=None, rtol=1e-6, stop=None, prog
         if bar is not None:
             bar.update(h_try)
         growth = MAX_GROWTH if error == 0.0 else min(MAX_GROWTH, SAFETY * error**-0.5)
-        # a step shortened to land on an output time tells little about the
-        # step the controller had proposed, so that proposal is kept if larger
+        # a step shortened to land on an output time says little about the
+        # step size the controller would choose, so its proposal is kept if larger
         h = max(h_try * growth, h) if landing and growth >= 1.0 else h_try * growth
 
         if landing:
@@ -834,9 +834,10 @@ def mass_below(grid, threshold, cluster_threshold=DEFAULT_CLUSTER_THRESHOLD):
     """Return a stop condition for :func:`solve`: the lightest cluster has emptied.
 
     The condition fires when the lightest cluster's mass is below
-    ``threshold``, or when fewer clusters are found than the most it has seen
-    in earlier calls (a cluster that has emptied far enough drops below the
-    detection level before its mass reaches ``threshold``). Clusters are
+    ``threshold``, or when fewer clusters are found than the maximum it has
+    seen in earlier calls. The second case exists because a cluster that has
+    emptied far enough drops below the detection level before its mass
+    reaches ``threshold``. Clusters are
     found by :func:`grid_cluster_masses` with the density level
     ``cluster_threshold/L``, and only arcs whose peak exceeds
     ``PEAK_FACTOR * cluster_threshold / L`` count, so that the low arcs which
@@ -874,13 +875,13 @@ def mass_below(grid, threshold, cluster_threshold=DEFAULT_CLUSTER_THRESHOLD):
     threshold = validation.in_interval("threshold", threshold, 0.0, 1.0)
     cluster_threshold = validation.positive("cluster_threshold", cluster_threshold)
     level = cluster_threshold / grid.L
-    most_seen = [0]
+    max_seen = [0]
 
     def stop(t, rho):
         masses = grid_cluster_masses(grid, rho, level, peak=PEAK_FACTOR * level)
         stop.masses = masses
-        most_seen[0] = max(most_seen[0], masses.size)
-        if masses.size < most_seen[0]:
+        max_seen[0] = max(max_seen[0], masses.size)
+        if masses.size < max_seen[0]:
             return True
         return bool(masses.size > 0 and masses.min() < threshold)
 

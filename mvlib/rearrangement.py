@@ -53,9 +53,9 @@ import math
 import time
 
 import numpy as np
-from scipy.special import xlogy
 
 from . import validation
+from .energy import grid_free_energy
 from .grid import Convolution, Grid
 from .potentials import Potential
 
@@ -365,11 +365,6 @@ class Relaxation:
 _SMALLEST_STEP = 1e-8
 
 
-def _grid_free_energy(grid, rho, convolution, beta):
-    entropy = float(np.sum(xlogy(rho, rho)) * grid.dx / beta)
-    return entropy + 0.5 * float(np.sum(rho * convolution(rho)) * grid.dx)
-
-
 def _gibbs_map(grid, rho, convolution, beta):
     """Return ``exp(-beta W * rho) / Z``, shifted before exp so that it cannot overflow."""
     exponent = -beta * convolution(rho)
@@ -423,7 +418,7 @@ def relax(grid, convolution, beta, rho0, *, tol=1e-11, max_iter=20000):
     max_iter = validation.integer_at_least("max_iter", max_iter, 1)
     rho = grid.normalize(rho0)
 
-    energy = _grid_free_energy(grid, rho, convolution, beta)
+    energy = grid_free_energy(grid, rho, convolution, beta).total
     residual = math.inf
     iterations = 0
     while iterations < max_iter:
@@ -437,7 +432,7 @@ def relax(grid, convolution, beta, rho0, *, tol=1e-11, max_iter=20000):
         step = 1.0
         while step >= _SMALLEST_STEP:
             trial = (1.0 - step) * rho + step * target
-            trial_energy = _grid_free_energy(grid, trial, convolution, beta)
+            trial_energy = grid_free_energy(grid, trial, convolution, beta).total
             if trial_energy <= energy:
                 break
             step *= 0.5

@@ -48,7 +48,7 @@ from .stability import gamma_sharp as _gamma_sharp
 _logger = logging.getLogger(__name__)
 
 # BLAS threads used by the dense linear algebra here. The matrices have at most a
-# few thousand rows, where threads gain little; on 2 cores shared with other
+# few thousand rows, where threads gain little. On 2 cores shared with other
 # jobs, two BLAS threads made transition() about five times slower than one.
 BLAS_THREADS = 1
 

@@ -112,5 +112,6 @@ def test_grid_rejects_unknown_kernel():
 def test_minimal_image_range():
     grid = mvlib.Grid(2.0, 16)
     values = grid.minimal_image(np.array([-3.0, -1.0, 0.0, 0.99, 1.0, 5.5]))
-    assert np.all(values >= -1.0) and np.all(values < 1.0)
+    assert np.all(values >= -1.0)
+    assert np.all(values < 1.0)
     assert np.allclose(values, [-1.0, -1.0, 0.0, 0.99, -1.0, -0.5])
