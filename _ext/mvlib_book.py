@@ -109,7 +109,7 @@ def _fill_claims_tables(app, doctree, docname):
     table = nodes.table(classes=["claims-table"])
     group = nodes.tgroup(cols=len(header))
     table += group
-    for width in (14, 40, 12, 12, 10, 8):
+    for width in (13, 33, 14, 14, 14, 12):
         group += nodes.colspec(colwidth=width)
     head = nodes.thead()
     group += head
