@@ -204,6 +204,9 @@ def test_huge_steps_stay_positive():
     grid = mvlib.Grid(1.0, 96)
     result = pde.solve(model, grid, perturbed_uniform(grid, 0.2), 1e5, rtol=0.1, dt_initial=1e4)
     assert result.status == "finished"
+    # steps whose BDF2 right-hand side had a negative entry fell back to
+    # backward Euler (besides the first two), so that path is exercised here
+    assert result.n_second_order < result.n_steps - 2
     assert np.all(result.rho > 0)
     assert abs(result.rho[-1].sum() * grid.dx - 1) < 1e-13
     assert np.all(np.diff(result.trace_free_energy) <= 1e-12 * np.abs(result.trace_free_energy).max())
@@ -215,7 +218,7 @@ def test_huge_steps_stay_positive():
 def decay_rate(M, k=1, t_final=0.002, rtol=1e-9):
     """Measured decay rate of the Fourier mode k of the heat equation (gamma = 0).
 
-    With rtol = 1e-9 backward Euler's relative error in the rate is about 3e-5,
+    With rtol = 1e-9 the time stepping's relative error in the rate is far
     below the spatial error (q dx)**2/12 on every grid used here.
     """
     model = hk_model(0.0, ell=0.4)
@@ -241,11 +244,70 @@ def test_heat_mode_second_order_in_dx():
     assert np.all(np.abs(orders - 2.0) < 0.15)
 
 
-def test_time_error_shrinks_with_rtol():
-    # backward Euler: the time error at a fixed grid falls as the tolerance does
-    exact_discrete = decay_rate(24, rtol=1e-9)
-    errors = [abs(decay_rate(24, rtol=rtol) - exact_discrete) for rtol in (1e-3, 1e-5)]
-    assert errors[1] < 0.2 * errors[0]
+def test_time_error_is_second_order_in_the_tolerance():
+    # BDF2's global error is rtol times a number of steps growing like
+    # rtol**(-1/3): it falls by 2/3 of a decade per decade of rtol, against
+    # 1/2 for a first-order method. The reference is the exact rate of the
+    # semi-discrete heat equation, (2 - 2 cos(q dx))/dx**2; measured: 0.655.
+    M, t_final = 24, 0.05
+    dx, q = 1.0 / M, 2 * np.pi
+    exact_discrete = (2 - 2 * math.cos(q * dx)) / dx**2
+    errors = [abs(decay_rate(M, t_final=t_final, rtol=rtol) - exact_discrete) for rtol in (1e-5, 1e-7)]
+    slope = math.log10(errors[0] / errors[1]) / 2
+    assert 0.58 < slope < 0.8
+
+
+# ------------------------------------------------------------- BDF2 ----
+
+
+def history_of(times, values):
+    return [(t, np.array([value])) for t, value in zip(times, values)]
+
+
+def test_bdf2_step_is_exact_on_quadratics():
+    # the formula and its predictor are exact for y(t) = 1 + t + t**2 at any step ratios
+    y = lambda t: 1 + t + t * t  # noqa: E731
+    dy = lambda t: 1 + 2 * t  # noqa: E731
+    times = [0.0, 0.3, 0.45]
+    h = 0.25
+    step = pde._bdf2_step(history_of(times, [y(t) for t in times]), h)
+    t_new = times[-1] + h
+    assert step.a - step.b == pytest.approx(1.0, abs=1e-15)
+    assert y(t_new) - step.a * y(times[-1]) + step.b * y(times[-2]) == pytest.approx(step.h_implicit * dy(t_new))
+    assert step.predictor[0] == pytest.approx(y(t_new))
+
+
+def test_bdf2_error_constant_for_equal_steps():
+    # for equal steps the local error is 2/11 of the distance to the predictor
+    step = pde._bdf2_step(history_of([0.0, 1.0, 2.0], [0.0, 0.0, 0.0]), 1.0)
+    assert (step.a, step.b, step.h_implicit) == pytest.approx((4 / 3, 1 / 3, 2 / 3))
+    assert step.error_factor == pytest.approx(2 / 11)
+
+
+def test_bdf2_error_estimate_on_a_cubic():
+    # y = t**3: the estimate equals the true local error of the step to leading order
+    h = 1e-3
+    times = [0.0, 0.7 * h, 1.5 * h]
+    y = lambda t: t**3  # noqa: E731
+    step = pde._bdf2_step(history_of(times, [y(t) for t in times]), h)
+    t_new = times[-1] + h
+    computed = step.a * y(times[-1]) - step.b * y(times[-2]) + step.h_implicit * 3 * t_new**2
+    estimate = step.error_factor * (computed - step.predictor[0])
+    assert estimate == pytest.approx(computed - y(t_new), rel=1e-6)
+
+
+def test_bdf2_merges_a_short_interval():
+    # a step much longer than the last interval drops the node before the current one
+    history = history_of([0.0, 1.0, 2.0, 2.001], [0.0, 0.0, 0.0, 0.0])
+    step = pde._bdf2_step(history, 1.0)
+    assert [t for t, _ in history] == [0.0, 1.0, 2.001]
+    assert step is not None
+    assert pde._bdf2_step(history_of([0.0, 1.0], [0.0, 0.0]), 1.0) is None
+
+
+def test_runs_are_mostly_second_order(clustering_run):
+    _, _, result = clustering_run
+    assert result.n_second_order >= 0.9 * result.n_steps
 
 
 # ------------------------------------------------------ stop conditions ----
