@@ -31,7 +31,8 @@ Grid densities (:func:`grid_clusters`)
     between consecutive cores, and every cluster owns the cells from one cut to
     the next, so the masses add up to the total mass. The default threshold is
     twice the uniform density, ``2/L``. A density below the threshold
-    everywhere has no clusters.
+    everywhere, or above it everywhere, has no clusters. With ``peak`` given,
+    a run whose largest value does not exceed it is part of a gap instead.
 """
 
 import dataclasses
@@ -157,7 +158,7 @@ def particle_clusters(positions, L, gap=None, min_mass=DEFAULT_MIN_MASS):
     return _ordered(masses, centres, widths, labels)
 
 
-def grid_clusters(grid, rho, threshold=None):
+def grid_clusters(grid, rho, threshold=None, peak=None):
     """Return the clusters of a grid density ``rho``.
 
     Parameters
@@ -168,6 +169,9 @@ def grid_clusters(grid, rho, threshold=None):
     threshold : float, optional
         Cells with ``rho > threshold`` are cluster cores; > 0. Default ``2/L``
         (twice the uniform density), scaled by the mass of ``rho``.
+    peak : float, optional
+        A core counts only if its largest value exceeds ``peak``; the other
+        runs above the threshold belong to the gaps. Default: every core counts.
 
     Returns
     -------
@@ -180,6 +184,8 @@ def grid_clusters(grid, rho, threshold=None):
         threshold = DEFAULT_THRESHOLD_OVER_UNIFORM * total * grid.dx / grid.L
     else:
         threshold = validation.positive("threshold", threshold)
+    if peak is not None:
+        peak = validation.positive("peak", peak)
     above = rho > threshold
     if not np.any(above) or np.all(above):
         return Clusters(np.empty(0), np.empty(0), np.empty(0))
@@ -191,6 +197,11 @@ def grid_clusters(grid, rho, threshold=None):
     rolled_above = above[rolled]
     starts = np.flatnonzero(rolled_above & ~np.roll(rolled_above, 1))
     ends = np.flatnonzero(rolled_above & ~np.roll(rolled_above, -1))
+    if peak is not None:
+        keep = np.array([rho[rolled[start:end + 1]].max() > peak for start, end in zip(starts, ends)])
+        starts, ends = starts[keep], ends[keep]
+        if starts.size == 0:
+            return Clusters(np.empty(0), np.empty(0), np.empty(0))
 
     # cut the circle at the minimum of rho in each gap between consecutive cores
     cuts = []

@@ -87,7 +87,7 @@ memory is O(M) besides the snapshots.
 Newton starts from the linear extrapolation of the last two accepted
 densities, not from BDF2's quadratic predictor. At large steps the fixed-point
 residual ``rho - P(rho)`` is ``A^{-1}`` times the residual of the step, so it
-barely sees errors along slow or neutral directions, such as the translation
+is nearly insensitive to errors along slow or neutral directions, such as the translation
 of a cluster, and Newton leaves the guess there nearly as it was. A guess that
 extrapolates quadratically then lets a round-off drift grow like t**2: a single
 cluster at 1.5 gamma_sharp (M = 200, rtol = 1e-7) moved 3.6e-7 by t = 1e4 from
@@ -108,7 +108,7 @@ import typing
 import numpy as np
 from scipy.special import xlogy
 
-from . import validation
+from . import clusters, validation
 from ._jit import jit
 from .energy import check_grid
 
@@ -863,85 +863,6 @@ def solve(model, grid, rho0, t_final, *, t_eval=None, rtol=1e-6, stop=None, prog
 # -------------------------------------------------------- stop conditions ----
 
 
-def grid_cluster_masses(grid, rho, threshold, peak=0.0):
-    """Return the masses of the clusters of a grid density, in order along the torus.
-
-    A cluster is a maximal arc of cells (periodic) where ``rho > threshold``
-    and whose largest value exceeds ``peak``. Arcs that do not reach ``peak``
-    count as gap. Each gap between two clusters is split at its lowest cell, and the mass of
-    the gap on either side is added to the cluster on that side, so the masses
-    sum to the total mass. Where the torus is cut does not matter.
-
-    Parameters
-    ----------
-    grid : Grid
-    rho : ndarray, shape (M,)
-    threshold : float
-        Density level (absolute) above which a cell belongs to a cluster.
-    peak : float
-        Density (absolute) that a cluster's largest value must exceed.
-
-    Returns
-    -------
-    ndarray, shape (n_clusters,)
-        Empty when no cell exceeds the threshold; one entry (the total mass)
-        when every cell does.
-    """
-    rho = np.asarray(rho, dtype=float)
-    above = rho > threshold
-    if not above.any():
-        return np.empty(0)
-    if above.all():
-        return np.array([grid.integrate(rho)])
-
-    # rotate so that cell 0 lies in a gap; then no arc wraps around
-    shift = int(np.argmin(above))
-    values = np.concatenate((rho[shift:], rho[:shift]))
-    starts, ends = _runs(np.concatenate((above[shift:], above[:shift])))
-    if peak > threshold:
-        keep = np.array([values[start:end].max() > peak for start, end in zip(starts, ends)])
-        starts, ends = starts[keep], ends[keep]
-        if starts.size == 0:
-            return np.empty(0)
-
-    # split each gap at its minimum; the gap after the last arc wraps to cell 0
-    splits = []
-    for index, end in enumerate(ends):
-        if index + 1 < starts.size:
-            splits.append(end + int(np.argmin(values[end : starts[index + 1]])))
-            continue
-        tail, head = values[end:], values[: starts[0]]
-        if head.size and (tail.size == 0 or head.min() < tail.min()):
-            splits.append(int(np.argmin(head)))
-        else:
-            splits.append(end + int(np.argmin(tail)))
-
-    # cluster k owns the cells from split k-1 (inclusive) to split k (exclusive)
-    cumulative = np.concatenate([[0.0], np.cumsum(values)]) * grid.dx
-    total = cumulative[-1]
-    masses = np.empty(len(splits))
-    for index, split in enumerate(splits):
-        begin = splits[index - 1]
-        if begin <= split and len(splits) > 1:
-            masses[index] = cumulative[split] - cumulative[begin]
-        else:
-            masses[index] = total - (cumulative[begin] - cumulative[split])
-    return masses
-
-
-def _runs(inside):
-    """Return the start and end (exclusive) indices of the runs of True in ``inside``.
-
-    ``inside[0]`` must be False, so that no run wraps around.
-    """
-    steps = np.diff(inside.astype(np.int8))
-    starts = np.flatnonzero(steps == 1) + 1
-    ends = np.flatnonzero(steps == -1) + 1
-    if inside[-1]:
-        ends = np.append(ends, inside.size)
-    return starts, ends
-
-
 def mass_below(grid, threshold, cluster_threshold=DEFAULT_CLUSTER_THRESHOLD):
     """Return a stop condition for :func:`solve`: the lightest cluster has emptied.
 
@@ -950,13 +871,12 @@ def mass_below(grid, threshold, cluster_threshold=DEFAULT_CLUSTER_THRESHOLD):
     seen in earlier calls. The second case exists because a cluster that has
     emptied far enough drops below the detection level before its mass
     reaches ``threshold``. Clusters are
-    found by :func:`grid_cluster_masses` with the density level
+    found by :func:`mvlib.clusters.grid_clusters` with the density level
     ``cluster_threshold/L``, and only arcs whose peak exceeds
     ``PEAK_FACTOR * cluster_threshold / L`` count, so that the low arcs which
     appear while gaps open in a forming pattern are not taken for clusters.
     Counting from the most seen, not the first, lets a run start from a
-    nearly uniform density, which is one cluster covering the torus until
-    gaps open.
+    nearly uniform density, which has no cluster until gaps open.
 
     Notes
     -----
@@ -990,7 +910,7 @@ def mass_below(grid, threshold, cluster_threshold=DEFAULT_CLUSTER_THRESHOLD):
     max_seen = [0]
 
     def stop(t, rho):
-        masses = grid_cluster_masses(grid, rho, level, peak=PEAK_FACTOR * level)
+        masses = clusters.grid_clusters(grid, rho, threshold=level, peak=PEAK_FACTOR * level).masses
         stop.masses = masses
         max_seen[0] = max(max_seen[0], masses.size)
         if masses.size < max_seen[0]:

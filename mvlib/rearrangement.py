@@ -54,7 +54,7 @@ import time
 
 import numpy as np
 
-from . import validation
+from . import clusters, validation
 from .energy import grid_free_energy
 from .grid import Convolution, Grid
 from .potentials import Potential
@@ -454,7 +454,8 @@ def count_clusters(grid, rho):
     """Return the number of clusters of a grid density: 0 for the uniform state.
 
     A cluster is a maximal arc of cells, taken circularly, on which ``rho``
-    exceeds the uniform value ``1/L`` (the mean). A density whose relative
+    exceeds the uniform value ``1/L`` (the mean): the cores of
+    :func:`mvlib.clusters.grid_clusters` at that threshold. A density whose relative
     oscillation ``(max - min)/max`` is below UNIFORM_TOLERANCE is uniform.
     The count does not depend on where the torus is cut.
 
@@ -466,9 +467,7 @@ def count_clusters(grid, rho):
     rho = validation.density("rho", rho, grid.M)
     if (rho.max() - rho.min()) / rho.max() < UNIFORM_TOLERANCE:
         return 0
-    above = rho > 1.0 / grid.L
-    # an arc starts at every cell above the mean whose left neighbour is not
-    return int(np.count_nonzero(above & ~np.roll(above, 1)))
+    return clusters.grid_clusters(grid, rho, threshold=float(np.mean(rho))).count
 
 
 def stationary_residual(model, grid, rho, convolution=None):

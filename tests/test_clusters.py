@@ -109,6 +109,17 @@ def test_grid_clusters_shift_invariant(cells):
     assert np.allclose(after.widths[match], before.widths, rtol=1e-9)
 
 
+def test_grid_clusters_peak_filter():
+    # a low bump above the threshold is part of a gap unless peak admits it
+    grid = mvlib.Grid(L, 512)
+    rho = gaussian_density(grid, [0.2, 0.7], [0.6, 0.4], 0.02)
+    rho += 0.05 * np.exp(-0.5 * (((grid.x - 0.45 + 0.5 * L) % L - 0.5 * L) / 0.02) ** 2)
+    assert clusters.grid_clusters(grid, rho, threshold=0.01).count == 3
+    filtered = clusters.grid_clusters(grid, rho, threshold=0.01, peak=1.0)
+    assert filtered.count == 2
+    assert filtered.masses.sum() == pytest.approx(1.0, abs=1e-12)
+
+
 def test_grid_clusters_uniform_has_none():
     grid = mvlib.Grid(L, 64)
     assert clusters.grid_clusters(grid, grid.uniform).count == 0
@@ -142,3 +153,5 @@ def test_grid_clusters_rejects_bad_threshold():
     grid = mvlib.Grid(L, 64)
     with pytest.raises(ValueError, match="threshold"):
         clusters.grid_clusters(grid, grid.uniform, threshold=0.0)
+    with pytest.raises(ValueError, match="peak"):
+        clusters.grid_clusters(grid, grid.uniform, peak=-1.0)

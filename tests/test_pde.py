@@ -313,28 +313,6 @@ def test_runs_are_mostly_second_order(clustering_run):
 # ------------------------------------------------------ stop conditions ----
 
 
-def test_cluster_masses_two_clusters():
-    grid = mvlib.Grid(1.0, 400)
-    rho = two_clusters(grid, 500.0)
-    masses = pde.grid_cluster_masses(grid, rho, 0.01)
-    assert masses == pytest.approx([0.45, 0.55], abs=1e-9)
-
-
-def test_cluster_masses_independent_of_cut():
-    grid = mvlib.Grid(1.0, 400)
-    rho = two_clusters(grid, 500.0)
-    reference = np.sort(pde.grid_cluster_masses(grid, rho, 0.01))
-    for shift in (1, 50, 99, 100, 101, 250, 399):
-        shifted = np.sort(pde.grid_cluster_masses(grid, np.roll(rho, shift), 0.01))
-        assert shifted == pytest.approx(reference, rel=1e-12)
-
-
-def test_cluster_masses_edge_cases():
-    grid = mvlib.Grid(1.0, 64)
-    assert pde.grid_cluster_masses(grid, grid.uniform, 2.0).size == 0
-    assert pde.grid_cluster_masses(grid, grid.uniform, 0.5) == pytest.approx([1.0])
-
-
 def test_lighter_cluster_empties_and_stops():
     model = hk_model(400.0)
     grid = mvlib.Grid(1.0, 128)
