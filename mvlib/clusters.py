@@ -194,30 +194,38 @@ def grid_clusters(grid, rho, threshold=None, peak=None):
     # starting right after a cell below it
     first_below = int(np.flatnonzero(~above)[0])
     rolled = np.roll(np.arange(grid.M), -first_below)
+    values = rho[rolled]
     rolled_above = above[rolled]
     starts = np.flatnonzero(rolled_above & ~np.roll(rolled_above, 1))
     ends = np.flatnonzero(rolled_above & ~np.roll(rolled_above, -1))
     if peak is not None:
-        keep = np.array([rho[rolled[start:end + 1]].max() > peak for start, end in zip(starts, ends)])
+        # the largest value of each core [start, end]; a trailing 0 keeps end + 1 in range
+        bounds = np.column_stack((starts, ends + 1)).ravel()
+        keep = np.maximum.reduceat(np.append(values, 0.0), bounds)[::2] > peak
         starts, ends = starts[keep], ends[keep]
         if starts.size == 0:
             return Clusters(np.empty(0), np.empty(0), np.empty(0))
 
-    # cut the circle at the minimum of rho in each gap between consecutive cores
-    cuts = []
-    for index in range(starts.size):
-        gap_start = ends[index] + 1
-        gap_end = starts[(index + 1) % starts.size] + (grid.M if index + 1 == starts.size else 0)
-        cells = np.arange(gap_start, gap_end) % grid.M
-        cuts.append(gap_start + int(np.argmin(rho[rolled[cells]])))
+    # Cut the circle at the minimum of rho in each gap between consecutive
+    # cores. The last gap wraps around from the last core to the first.
+    cuts = np.empty(starts.size, dtype=int)
+    for index in range(starts.size - 1):
+        cuts[index] = ends[index] + 1 + int(np.argmin(values[ends[index] + 1 : starts[index + 1]]))
+    wrapped = np.concatenate((values[ends[-1] + 1 :], values[: starts[0]]))
+    cuts[-1] = (ends[-1] + 1 + int(np.argmin(wrapped))) % grid.M
 
-    masses, centres, widths = [], [], []
-    for index in range(starts.size):
-        low = cuts[index - 1] - (grid.M if index == 0 else 0)
-        cells = rolled[np.arange(low, cuts[index]) % grid.M]
-        weights = rho[cells]
-        centre, width = _circular_moments(grid.x[cells], weights, grid.L)
-        masses.append(float(np.sum(weights)) / total)
-        centres.append(centre)
-        widths.append(width)
+    # Cluster k owns the cells from cut k-1 to cut k. Rotating the last cut to
+    # the front makes every cluster one contiguous segment.
+    order = np.roll(rolled, -cuts[-1])
+    bounds = np.sort((cuts - cuts[-1]) % grid.M)
+    weights = rho[order]
+    angle = (2.0 * math.pi / grid.L) * grid.x[order]
+    mass = np.add.reduceat(weights, bounds)
+    resultant = np.add.reduceat(weights * np.cos(angle), bounds) + 1j * np.add.reduceat(weights * np.sin(angle), bounds)
+    centres = (np.angle(resultant) * grid.L / (2.0 * math.pi)) % grid.L
+    centres[centres >= grid.L] = 0.0
+    member = np.repeat(np.arange(bounds.size), np.diff(np.append(bounds, grid.M)))
+    distance = grid.minimal_image(grid.x[order] - centres[member])
+    widths = np.sqrt(np.add.reduceat(weights * distance**2, bounds) / mass)
+    masses = mass / total
     return _ordered(masses, centres, widths)

@@ -866,26 +866,26 @@ def solve(model, grid, rho0, t_final, *, t_eval=None, rtol=1e-6, stop=None, prog
 def mass_below(grid, threshold, cluster_threshold=DEFAULT_CLUSTER_THRESHOLD):
     """Return a stop condition for :func:`solve`: the lightest cluster has emptied.
 
-    The condition fires when the lightest cluster's mass is below
-    ``threshold``, or when fewer clusters are found than the maximum it has
-    seen in earlier calls. The second case exists because a cluster that has
-    emptied far enough drops below the detection level before its mass
-    reaches ``threshold``. Clusters are
-    found by :func:`mvlib.clusters.grid_clusters` with the density level
-    ``cluster_threshold/L``, and only arcs whose peak exceeds
+    Clusters are found by :func:`mvlib.clusters.grid_clusters` with the
+    density level ``cluster_threshold/L``, and only arcs whose peak exceeds
     ``PEAK_FACTOR * cluster_threshold / L`` count, so that the low arcs which
     appear while gaps open in a forming pattern are not taken for clusters.
-    Counting from the most seen, not the first, lets a run start from a
-    nearly uniform density, which has no cluster until gaps open.
+    The condition fires when the lightest cluster's mass is below
+    ``threshold``.
 
-    Notes
-    -----
-    A dissolving cluster leaves the count when its peak falls below
-    ``PEAK_FACTOR * cluster_threshold / L``; for a Hegselmann-Krause cluster
-    at gamma = 500, ell = 0.1 that happens near a mass of 0.02, after which
-    the cluster empties within a small fraction of the time it took to get
-    there. The condition therefore marks the end of the emptying, but not the
-    instant the mass crosses ``threshold``.
+    A dissolving cluster drops below the detection level before its mass
+    reaches a small ``threshold``: for a Hegselmann-Krause cluster at
+    gamma = 500, ell = 0.1 that happens near a mass of 0.02. So the condition
+    remembers the centres found when the count was at its largest. When fewer
+    clusters are found, the remembered centre farthest from every cluster
+    found is the one that dropped out, and its mass is the mass of the cells
+    nearer to it than to any other remembered centre. The condition fires when
+    that mass is below ``threshold``. Counting from the largest count, not the
+    first, lets a run start from a nearly uniform density, which has no
+    cluster until gaps open.
+
+    NOTE: two clusters that merge also lower the count. The mass near the
+    centre that dropped out then stays large, and the condition does not fire.
 
     Parameters
     ----------
@@ -900,22 +900,41 @@ def mass_below(grid, threshold, cluster_threshold=DEFAULT_CLUSTER_THRESHOLD):
     Returns
     -------
     callable
-        ``stop(t, rho) -> bool``. It keeps the largest cluster count it has
-        seen, so use a fresh one for every run. Its ``masses`` attribute holds the
-        cluster masses found at the last call.
+        ``stop(t, rho) -> bool``. It keeps the centres at the largest cluster
+        count it has seen, so use a fresh one for every run. Its ``masses``
+        attribute contains the cluster masses found at the last call, and the
+        mass near the centre that dropped out, if any, as its first entry.
     """
     threshold = validation.in_interval("threshold", threshold, 0.0, 1.0)
     cluster_threshold = validation.positive("cluster_threshold", cluster_threshold)
     level = cluster_threshold / grid.L
-    max_seen = [0]
+    remembered = [np.empty(0)]
 
     def stop(t, rho):
-        masses = clusters.grid_clusters(grid, rho, threshold=level, peak=PEAK_FACTOR * level).masses
-        stop.masses = masses
-        max_seen[0] = max(max_seen[0], masses.size)
-        if masses.size < max_seen[0]:
-            return True
-        return bool(masses.size > 0 and masses.min() < threshold)
+        found = clusters.grid_clusters(grid, rho, threshold=level, peak=PEAK_FACTOR * level)
+        stop.masses = found.masses
+        if found.count >= remembered[0].size:
+            remembered[0] = found.centres
+            return bool(found.count > 0 and found.masses.min() < threshold)
+        lost_mass = _mass_near_lost_centre(grid, rho, remembered[0], found.centres)
+        stop.masses = np.concatenate(([lost_mass], found.masses))
+        return bool(stop.masses.min() < threshold)
 
     stop.masses = np.empty(0)
     return stop
+
+
+def _mass_near_lost_centre(grid, rho, remembered, found):
+    """Return the fraction of the mass nearer to the lost centre than to any other remembered one.
+
+    The lost centre is the remembered one farthest from every centre in ``found``.
+    """
+    if found.size:
+        gaps = np.abs(grid.minimal_image(remembered[:, None] - found[None, :])).min(axis=1)
+        lost = int(np.argmax(gaps))
+    else:
+        lost = 0
+    distances = np.abs(grid.minimal_image(grid.x[None, :] - remembered[:, None]))
+    others = np.delete(distances, lost, axis=0)
+    nearest = distances[lost] < others.min(axis=0) if others.size else np.ones(grid.M, dtype=bool)
+    return float(np.sum(rho[nearest]) / np.sum(rho))
