@@ -349,18 +349,22 @@ def _bucket(value, scale, buckets):
 
 
 @jit
-def _place_sorted(extended, layout, z, ids, spare_ids, counts, L, radius, ghosts):
-    """Sort ``z`` (slot order, with ``ids``) into the periodic extension, buckets already counted.
+def _place_sorted(extended, layout, z, id_rows, counts, L, radius, ghosts):
+    """Sort ``z`` (slot order) into the periodic extension, buckets already counted.
 
     ``counts[b + 1]`` must hold the number of positions in bucket b (buckets
     of width ``L/(counts.size - 1)``) and ``ghosts`` the number of positions
     with ``z - L >= -radius``. A stable scatter keeps the previous order
     inside each bucket, and an insertion sort fixes the inversions left there.
-    Afterwards ``extended[layout[0]:layout[0] + n]`` contains the sorted
-    positions, ``ids`` the particle in each sorted slot and ``layout[1]`` the
-    sentinel index.
+    The particle in each slot of ``z`` is in row ``layout[2]`` of ``id_rows``,
+    and the sorted order goes into the other row, which then becomes
+    ``layout[2]``: swapping the rows saves a copy of the ids. Afterwards
+    ``extended[layout[0]:layout[0] + n]`` contains the sorted positions and
+    ``layout[1]`` is the sentinel index.
     """
     n = z.size
+    ids = id_rows[layout[2]]
+    sorted_ids = id_rows[1 - layout[2]]
     buckets = counts.size - 1
     scale = buckets / L
     counts[0] = 0
@@ -373,21 +377,21 @@ def _place_sorted(extended, layout, z, ids, spare_ids, counts, L, radius, ghosts
         slot = counts[bucket]
         counts[bucket] = slot + 1
         extended[start + slot] = z[m]
-        spare_ids[slot] = ids[m]
+        sorted_ids[slot] = ids[m]
 
     for m in range(start + 1, start + n):
         value = extended[m]
         if value >= extended[m - 1]:
             continue
-        identity = spare_ids[m - start]
+        identity = sorted_ids[m - start]
         k = m - 1
         while k >= start and extended[k] > value:
             extended[k + 1] = extended[k]
-            spare_ids[k + 1 - start] = spare_ids[k - start]
+            sorted_ids[k + 1 - start] = sorted_ids[k - start]
             k -= 1
         extended[k + 1] = value
-        spare_ids[k + 1 - start] = identity
-    ids[:] = spare_ids
+        sorted_ids[k + 1 - start] = identity
+    layout[2] = 1 - layout[2]
     layout[0] = start
     layout[1] = _fill_ghosts(extended, start, n, L, radius)
 
@@ -412,8 +416,8 @@ def _move_and_count(extended, start, z, noise_row, dt, scale, L, counts, radius)
 
 
 @jit
-def _advance_parabolic(extended, layout, ids, noise, dt, scale, L, gamma, ell, core_radius, core_stiffness,
-                       tail_stiffness, prefix, z, spare_ids, counts):
+def _advance_parabolic(extended, layout, id_rows, noise, dt, scale, L, gamma, ell, core_radius, core_stiffness,
+                       tail_stiffness, prefix, z, counts):
     """Advance the sorted state by ``noise.shape[0]`` Euler–Maruyama steps (prefix-sum drift)."""
     n = z.size
     for step in range(noise.shape[0]):
@@ -421,18 +425,17 @@ def _advance_parabolic(extended, layout, ids, noise, dt, scale, L, gamma, ell, c
         _parabolic_drift(extended, layout[0], layout[1], n, prefix, z, gamma, ell, core_radius, core_stiffness,
                          tail_stiffness)
         ghosts = _move_and_count(extended, layout[0], z, noise[step], dt, scale, L, counts, ell)
-        _place_sorted(extended, layout, z, ids, spare_ids, counts, L, ell, ghosts)
+        _place_sorted(extended, layout, z, id_rows, counts, L, ell, ghosts)
 
 
 @jit
-def _advance_windowed(extended, layout, ids, noise, dt, scale, L, radius, derivative, parameters, z, spare_ids,
-                      counts):
+def _advance_windowed(extended, layout, id_rows, noise, dt, scale, L, radius, derivative, parameters, z, counts):
     """Advance the sorted state by ``noise.shape[0]`` steps (drift by the loop over neighbours)."""
     n = z.size
     for step in range(noise.shape[0]):
         _windowed_drift(extended, layout[0], n, z, radius, derivative, parameters)
         ghosts = _move_and_count(extended, layout[0], z, noise[step], dt, scale, L, counts, radius)
-        _place_sorted(extended, layout, z, ids, spare_ids, counts, L, radius, ghosts)
+        _place_sorted(extended, layout, z, id_rows, counts, L, radius, ghosts)
 
 
 @jit
@@ -621,36 +624,41 @@ class _SortedState:
         before them copies minus L, the cells after them copies plus L and
         ``LOOKAHEAD`` cells of +inf from the sentinel at ``end`` on. The unused
         tail is never touched.
-    layout : ndarray of int64, shape (2,)
-        ``(start, end)``.
-    ids : ndarray of int, shape (N,)
-        The particle (index into the initial positions) in each sorted slot.
+    layout : ndarray of int64, shape (3,)
+        ``(start, end, row)``: ``row`` is the row of ``id_rows`` that is current.
+    id_rows : ndarray of int, shape (2, N)
+        Row ``row`` contains the particle (index into the initial positions)
+        in each sorted slot. The other row is scratch space for the next sort.
     """
 
     def __init__(self, model, x):
         n = x.size
         index_type = np.int32 if n < 2**31 else np.int64
         radius = model.potential.range
-        self.ids = np.argsort(x, kind="stable").astype(index_type)
+        self.id_rows = np.empty((2, n), dtype=index_type)
+        self.id_rows[0] = np.argsort(x, kind="stable")
         # the sentinel's index is at most 2N, because with radius < L/2 no
         # position has a copy on both sides
         self.extended = np.empty(2 * n + LOOKAHEAD)
         self.prefix = np.empty(2 * n + 3)
-        self.layout = np.zeros(2, dtype=np.int64)
+        self.layout = np.zeros(3, dtype=np.int64)
         start = int(np.count_nonzero(x - model.L >= -radius))
         self.extended[start:start + n] = x[self.ids]
         self.layout[0] = start
         self.layout[1] = _fill_ghosts(self.extended, start, n, model.L, radius)
         self.z = None
-        self.spare_ids = None
         self.counts = None
 
     def allocate_work(self):
         """Allocate the buffers a time step needs (not needed for the drift alone)."""
         n = self.ids.size
         self.z = np.empty(n)
-        self.spare_ids = np.empty_like(self.ids)
         self.counts = np.empty(max(1, n // PARTICLES_PER_BUCKET) + 1, dtype=self.ids.dtype)
+
+    @property
+    def ids(self):
+        """The particle in each sorted slot, shape (N,)."""
+        return self.id_rows[self.layout[2]]
 
     @property
     def start(self):
@@ -795,12 +803,12 @@ def simulate(model, positions0, t_final, dt, *, seed, t_eval=None, progress=None
         if kind == "kuramoto":
             _advance_kuramoto(x, noise, dt, scale, model.L, potential.gamma, work)
         elif kind == "prefix":
-            _advance_parabolic(state.extended, state.layout, state.ids, noise, dt, scale, model.L,
+            _advance_parabolic(state.extended, state.layout, state.id_rows, noise, dt, scale, model.L,
                                potential.gamma, potential.ell, potential.core_radius, potential.core_stiffness,
-                               potential.tail_stiffness, state.prefix, state.z, state.spare_ids, state.counts)
+                               potential.tail_stiffness, state.prefix, state.z, state.counts)
         else:
-            _advance_windowed(state.extended, state.layout, state.ids, noise, dt, scale, model.L,
-                              potential.range, derivative, parameters, state.z, state.spare_ids, state.counts)
+            _advance_windowed(state.extended, state.layout, state.id_rows, noise, dt, scale, model.L,
+                              potential.range, derivative, parameters, state.z, state.counts)
 
     show = _show_progress(progress)
     bar = None
