@@ -81,9 +81,11 @@ METHODS = ("auto", "prefix", "window")
 
 # Comparisons that a window pointer makes at once, without a branch, before it
 # falls back to a loop. For spread-out positions a pointer moves by k >= 0
-# slots per particle with probability about 2**-(k + 1), so a move of four or
-# more, which takes the loop, happens once in 16 particles.
-LOOKAHEAD = 4
+# slots per particle with probability about 2**-(k + 1), so a move of six or
+# more, which takes the loop, happens once in 64 particles. At N = 10^6 four
+# comparisons made the window sums about 15 % slower for uniform positions
+# and about 25 % faster in four dense clusters, where pointers rarely move.
+LOOKAHEAD = 6
 
 
 # ---------------------------------------------------------------------------
