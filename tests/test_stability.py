@@ -77,3 +77,40 @@ def test_growth_rates_reject_invalid_modes(k):
     model = mvlib.Model(mvlib.HegselmannKrause(1.0, 0.1))
     with pytest.raises(ValueError, match="k = .* is invalid"):
         mvlib.growth_rates(model, k)
+
+
+def hk_at(multiple):
+    unit = mvlib.Model(mvlib.HegselmannKrause(1.0, 0.1))
+    return unit.with_gamma(multiple * mvlib.gamma_sharp(unit))
+
+
+@pytest.mark.parametrize("multiple", [1.5, 3.0, 5.0])
+def test_count_probabilities_sum_to_one(multiple):
+    _, probabilities = mvlib.stability.count_probabilities(hk_at(multiple), 10_000)
+    assert np.all(probabilities >= 0)
+    assert probabilities.sum() == pytest.approx(1.0, abs=1e-9)
+
+
+def test_count_probabilities_match_sampling(rng):
+    # draw the Gaussian Fourier coefficients, grow them linearly and take the
+    # largest; 2e5 samples give a standard error below 1.2e-3, and the
+    # tolerance of 6e-3 is five of them
+    N = 2000
+    model = hk_at(3.0)
+    modes, probabilities = mvlib.stability.count_probabilities(model, N)
+    rates = mvlib.growth_rates(model, modes)
+    samples = 200_000
+    amplitude = np.abs(rng.normal(size=(samples, modes.size)) + 1j * rng.normal(size=(samples, modes.size)))
+    winners = np.argmax(amplitude * N ** (0.5 * rates / rates.max()), axis=1)
+    frequencies = np.bincount(winners, minlength=modes.size) / samples
+    assert np.max(np.abs(frequencies - probabilities)) < 6e-3
+
+
+def test_count_probabilities_reject_stable_state():
+    with pytest.raises(ValueError, match="linearly stable"):
+        mvlib.stability.count_probabilities(hk_at(0.5), 1000)
+
+
+def test_count_probabilities_reject_small_n():
+    with pytest.raises(ValueError, match="N"):
+        mvlib.stability.count_probabilities(hk_at(2.0), 1)
