@@ -397,6 +397,10 @@ class PDEResult:
         Densities at ``t``.
     trace_t, trace_free_energy : ndarray, shape (n_steps + 1,)
         Time and discrete free energy at the start and after every accepted step.
+    trace_roundoff : ndarray, shape (n_steps + 1,)
+        The sum of the absolute values of the free energy's terms at the same
+        times: the scale of its round-off. A step is accepted only if F rises by
+        at most ``FREE_ENERGY_ROUNDOFF`` times this value at the new step.
     status : str
         ``"finished"`` (reached t_final), ``"stopped"`` (the stop condition fired)
         or ``"failed"`` (see ``message``).
@@ -419,6 +423,7 @@ class PDEResult:
     rho: np.ndarray
     trace_t: np.ndarray
     trace_free_energy: np.ndarray
+    trace_roundoff: np.ndarray
     status: str
     message: str
     n_steps: int
@@ -748,8 +753,8 @@ def solve(model, grid, rho0, t_final, *, t_eval=None, rtol=1e-6, stop=None, prog
         h = dt_initial
     h = min(h, t_final)
 
-    free_energy, _ = stepper.free_energy(rho)
-    trace_t, trace_free_energy = [0.0], [free_energy]
+    free_energy, roundoff_scale = stepper.free_energy(rho)
+    trace_t, trace_free_energy, trace_roundoff = [0.0], [free_energy], [roundoff_scale]
     out_t, out_rho = [], []
     t = 0.0
     # accepted (t, rho) nodes, newest last: the history BDF2 steps from
@@ -814,6 +819,7 @@ def solve(model, grid, rho0, t_final, *, t_eval=None, rtol=1e-6, stop=None, prog
         n_second_order += order == 2
         trace_t.append(t)
         trace_free_energy.append(free_energy)
+        trace_roundoff.append(roundoff_scale)
         if bar is not None:
             bar.update(h_try)
         growth = MAX_GROWTH if error == 0.0 else min(MAX_GROWTH, SAFETY * error**exponent)
@@ -848,6 +854,7 @@ def solve(model, grid, rho0, t_final, *, t_eval=None, rtol=1e-6, stop=None, prog
         rho=rho_out,
         trace_t=np.array(trace_t),
         trace_free_energy=np.array(trace_free_energy),
+        trace_roundoff=np.array(trace_roundoff),
         status=status,
         message=message,
         n_steps=n_steps,
