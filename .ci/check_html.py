@@ -1,7 +1,7 @@
 """Check the rendered book: every page present, every figure shown, no error output.
 
-A notebook can lose a figure or print a traceback without the Sphinx build
-failing, so this reads the HTML itself. It also checks that _build/claims.json
+A notebook can lose a figure, print a traceback or show a Markdown table as
+plain text without the Sphinx build failing, so this reads the HTML itself. It also checks that _build/claims.json
 exists, that every claim in it passed, and that every executed chapter recorded
 at least one claim. Exits non-zero with one line per problem.
 """
@@ -20,6 +20,10 @@ HTML = ROOT / "_build" / "html"
 FIGURE_NAME = re.compile(r"^\s+name:\s*(fig-[\w-]+)\s*$", re.MULTILINE)
 ERROR_MARKERS = ("Traceback (most recent call last)", 'class="output traceback', "output stderr",
                  "ClaimFailed", "Error in callback")
+# a Markdown table that was printed as a paragraph instead of rendered: its
+# delimiter row, such as "| --- | --- |", inside a <p>, where Sphinx's smart
+# quotes may have turned "---" into an em dash
+RAW_TABLE = re.compile(r"<p>[^<]*\|\s*(?:-{3,}|\u2014+)\s*\|")
 
 
 def toc_files():
@@ -45,6 +49,8 @@ def check_page(source_name, problems):
     for marker in ERROR_MARKERS:
         if marker in html:
             problems.append(f"{page.relative_to(ROOT)}: contains {marker!r}")
+    if RAW_TABLE.search(html):
+        problems.append(f"{page.relative_to(ROOT)}: a Markdown table is shown as plain text")
     return "{code-cell}" in text
 
 

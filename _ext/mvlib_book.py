@@ -13,6 +13,7 @@ It does three things:
 """
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -35,6 +36,9 @@ def _build_root(app):
 
 
 def _clear_stale_execution_cache(app, config):
+    # The chapters' kernels inherit this, so their ledgers write where the
+    # claims table reads. A notebook run outside the build stores nothing.
+    os.environ.setdefault("MVLIB_CLAIMS_DIR", str(_build_root(app) / "claims"))
     stamp = {"mvlib": mvlib.SOURCE_HASH, "profile": mvlib.profiles.current()}
     # a config value registered with rebuild="env": when it changes, Sphinx
     # re-reads every page instead of reusing its pickled doctrees

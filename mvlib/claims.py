@@ -8,8 +8,10 @@ Opening a ledger clears the chapter's earlier records, so the files always
 describe the latest run of each chapter. :func:`read_all` collects them for the
 "Claims and their status" page and for ``_build/claims.json``.
 
-The folder is ``MVLIB_CLAIMS_DIR`` if set, else ``_build/claims`` at the root of
-the repository that contains mvlib.
+The folder is ``MVLIB_CLAIMS_DIR``, which the book build sets to
+``_build/claims``. Without it, as when a chapter runs as a notebook outside the
+build, a ledger keeps its records in memory only: a run with other parameters
+never changes the claims that the built book lists.
 """
 
 import json
@@ -20,7 +22,6 @@ import tempfile
 from pathlib import Path
 
 from . import profiles
-from ._jit import PACKAGE_DIR
 
 
 class ClaimFailed(AssertionError):
@@ -28,11 +29,9 @@ class ClaimFailed(AssertionError):
 
 
 def claims_dir():
-    """Return the folder holding one JSON ledger per chapter."""
+    """Return the folder holding one JSON ledger per chapter, or None when MVLIB_CLAIMS_DIR is unset."""
     chosen = os.environ.get("MVLIB_CLAIMS_DIR")
-    if chosen:
-        return Path(chosen)
-    return PACKAGE_DIR.parent / "_build" / "claims"
+    return Path(chosen) if chosen else None
 
 
 def _slug(text):
@@ -56,10 +55,13 @@ class ClaimLedger:
     def __init__(self, chapter):
         self.chapter = chapter
         self.records = []
-        self.path = claims_dir() / f"{_slug(chapter)}.json"
+        folder = claims_dir()
+        self.path = folder / f"{_slug(chapter)}.json" if folder is not None else None
         self._save()
 
     def _save(self):
+        if self.path is None:
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         handle, temporary = tempfile.mkstemp(dir=self.path.parent, suffix=".tmp")
         with os.fdopen(handle, "w") as stream:
@@ -101,8 +103,10 @@ class ClaimLedger:
 
 
 def read_all(folder=None):
-    """Return every stored claim record, ordered by chapter file name."""
+    """Return every stored claim record, ordered by chapter file name (none without a folder)."""
     folder = Path(folder) if folder is not None else claims_dir()
+    if folder is None:
+        return []
     records = []
     for path in sorted(folder.glob("*.json")):
         records.extend(json.loads(path.read_text()))

@@ -62,3 +62,17 @@ def test_profile_pick(monkeypatch):
     monkeypatch.setenv("MVLIB_PROFILE", "paper")
     with pytest.raises(ValueError, match=r"MVLIB_PROFILE = 'paper' is invalid: expected one of \('ci', 'full'\)"):
         mvlib.profiles.pick(ci=1, full=2)
+
+
+def test_ledger_outside_build_stores_nothing(monkeypatch, tmp_path):
+    # a chapter run as a notebook outside the book build must not change the
+    # claims the built book lists, but a failed claim still raises
+    monkeypatch.delenv("MVLIB_CLAIMS_DIR")
+    monkeypatch.chdir(tmp_path)
+    ledger = mvlib.ClaimLedger("Outside the build")
+    ledger.below("a small number", 1.0, 2.0)
+    assert ledger.path is None
+    assert len(ledger.records) == 1
+    assert mvlib.claims.read_all() == []
+    with pytest.raises(mvlib.claims.ClaimFailed):
+        ledger.below("a large number", 3.0, 2.0)
