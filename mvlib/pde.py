@@ -758,7 +758,7 @@ def solve(model, grid, rho0, t_final, *, t_eval=None, rtol=1e-6, stop=None, prog
     trace_t, trace_free_energy, trace_roundoff = [0.0], [free_energy], [roundoff_scale]
     out_t, out_rho = [], []
     t = 0.0
-    # accepted (t, rho) nodes, newest last: the history BDF2 steps from
+    # the accepted (t, rho) nodes, newest last, from which BDF2 steps
     history = [(0.0, rho)]
     n_steps = n_rejected = n_second_order = 0
     next_output = 0
@@ -774,17 +774,18 @@ def solve(model, grid, rho0, t_final, *, t_eval=None, rtol=1e-6, stop=None, prog
 
         weights = rtol * rho + stepper.atol
         step = _bdf2_step(history, h_try)
+        guess = _linear_guess(history, h_try)
         order = 1
         if step is not None:
             rhs = step.a * rho - step.b * history[-2][1]
             if rhs.min() > 0.0:
                 order = 2
-                rho_new, failure = stepper.solve_implicit(rhs, _linear_guess(history, h_try), step.h_implicit, weights)
+                rho_new, failure = stepper.solve_implicit(rhs, guess, step.h_implicit, weights)
                 if rho_new is not None:
                     error = stepper.filtered_error(step.error_factor * (rho_new - step.predictor), rho_new, weights)
         if order == 1:
-            # backward Euler, from a linear extrapolation of the last two nodes
-            rho_new, failure = stepper.solve_implicit(rho, _linear_guess(history, h_try), h_try, weights)
+            # backward Euler: the first two steps, and those whose BDF2 right-hand side is not positive
+            rho_new, failure = stepper.solve_implicit(rho, guess, h_try, weights)
             if rho_new is not None:
                 error = stepper.euler_error(rho, rho_new, h_try, weights)
         if rho_new is None:

@@ -14,6 +14,7 @@ beyond that bound can become unstable first or grow fastest.
 import math
 
 import numpy as np
+from scipy.integrate import quad
 
 from . import validation
 
@@ -115,15 +116,14 @@ def count_probabilities(model, N):
     ValueError
         If N < 2 or the uniform state is linearly stable.
     """
-    from scipy.integrate import quad
-
     N = validation.integer_at_least("N", N, 2)
     modes = _relevant_modes(model, 1.0 / model.beta)
     rates = growth_rates(model, modes)
     top = float(rates.max())
     if top <= 0.0:
         raise ValueError(f"the uniform state is linearly stable at gamma = {model.gamma!r} (largest rate "
-                         f"{top:.3g}): clusters do not form by linear growth, so no count is predicted")
+                         f"{top:.3g}): clusters do not form by linear growth, so no count is predicted; "
+                         "use a gamma above gamma_sharp")
     log_b = np.log(N) * rates / top
     probabilities = np.empty(modes.size)
     for index in range(modes.size):

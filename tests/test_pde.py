@@ -244,7 +244,7 @@ def test_heat_mode_second_order_in_dx():
     assert np.all(np.abs(orders - 2.0) < 0.15)
 
 
-def test_time_error_is_second_order_in_the_tolerance():
+def test_time_error_order_in_rtol():
     # BDF2's global error is rtol times a number of steps growing like
     # rtol**(-1/3): it falls by 2/3 of a decade per decade of rtol, against
     # 1/2 for a first-order method. The reference is the exact rate of the

@@ -92,9 +92,9 @@ def test_count_probabilities_sum_to_one(multiple):
 
 
 def test_count_probabilities_match_sampling(rng):
-    # draw the Gaussian Fourier coefficients, grow them linearly and take the
-    # largest; 2e5 samples give a standard error below 1.2e-3, and the
-    # tolerance of 6e-3 is five of them
+    # Draw the Gaussian Fourier coefficients, grow them linearly and take the
+    # largest. 2e5 samples give a standard error below 1.2e-3, and the
+    # tolerance of 6e-3 is five of them.
     N = 2000
     model = hk_at(3.0)
     modes, probabilities = mvlib.stability.count_probabilities(model, N)
